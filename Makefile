@@ -1,0 +1,34 @@
+# Two commands set up a fresh machine and run everything:
+#   make quickstart   the main job
+#   make test         lint + the whole test suite (what CI runs)
+# Set-up is a dependency of both: a virtual environment in .venv with the CPU build of torch
+# (installed first, so no dependency pulls a CUDA build), then lossweep and its dev extra.
+
+VENV  ?= .venv
+BIN    = $(VENV)/bin
+TORCH ?= torch==2.13.0
+DATA  ?= ../shared/data
+PYTEST_ARGS ?=
+
+.PHONY: install quickstart test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(BIN)/lossweep losses --data $(DATA)/stsbenchmark
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

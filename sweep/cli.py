@@ -1,0 +1,109 @@
+"""The `lossweep` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lossweep.losses import LOSSES, fit_report
+from lossweep.losses.fit import Fit
+
+
+def _format_cell(name: str) -> str:
+    entry = LOSSES[name]
+    if entry.modifier:
+        return "wraps a base loss; takes the base's format"
+    return "\n".join(fmt.describe() for fmt in entry.formats)
+
+
+def _params_cell(name: str) -> str:
+    tuned = [param.describe() for param in LOSSES[name].params if param.tune]
+    return ", ".join(tuned) or "-"
+
+
+def _short(reason: str) -> str:
+    """The part of a mismatch that is about the data ('...but the dataset has 3 text columns')."""
+    return reason.split(", but ", 1)[-1]
+
+
+def losses_command(args: argparse.Namespace) -> int:
+    """Print the catalogue; with --data, which losses fit that dataset and why the others do not."""
+    fits: dict[str, Fit] = {}
+    if args.data:
+        from lossweep.sweep.data import DataError, load_local
+
+        try:
+            dataset = load_local(Path(args.data), split=args.split, view=args.view)
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        fits = {f.loss: f for f in fit_report(dataset)}
+    if args.json:
+        rows = []
+        for name, entry in LOSSES.items():
+            row = {
+                "name": name,
+                "formats": [fmt.describe() for fmt in entry.formats],
+                "in_batch": entry.in_batch,
+                "modifier": entry.modifier,
+                "params": {
+                    p.name: {"default": p.default, "search": list(p.search), "tune": p.tune} for p in entry.params
+                },
+                "needs": list(entry.needs),
+            }
+            if name in fits:
+                row["fits"], row["reason"] = fits[name].ok, fits[name].reason
+            rows.append(row)
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = Table(title=f"sentence-transformers losses ({len(LOSSES)})", show_lines=True)
+    table.add_column("loss", style="bold")
+    table.add_column("input format")
+    table.add_column("in-batch", justify="center")
+    table.add_column("tunable hyperparameters: default [search range]")
+    if fits:
+        table.add_column(f"fits {args.data}")
+    for name, entry in LOSSES.items():
+        row = [name, _format_cell(name), "yes" if entry.in_batch else "", _params_cell(name)]
+        if fits:
+            fit = fits.get(name)
+            row.append(
+                "(as its base)" if fit is None else "[green]yes[/]" if fit.ok else f"[red]no[/]: {_short(fit.reason)}"
+            )
+        table.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    if fits:
+        fitting = [name for name, fit in fits.items() if fit.ok]
+        console.print(f"{len(fitting)} losses fit {args.data}: {', '.join(fitting) or 'none'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    losses = commands.add_parser("losses", help="list the loss catalogue; with --data, which losses fit a dataset")
+    losses.add_argument(
+        "--data", help="a dataset folder or file (BEIR, STS Benchmark, SNLI, PAWS, Banking77, csv/jsonl/parquet)"
+    )
+    losses.add_argument("--split", default="train", help="split to read (default: train)")
+    losses.add_argument("--view", help="layout to build from the folder, e.g. triplets or pair-class for SNLI")
+    losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    losses.set_defaults(func=losses_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

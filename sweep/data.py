@@ -1,0 +1,361 @@
+"""Training and evaluation data: local folders (the public sets in `../shared/data`) or the Hub.
+
+Every loader returns a `datasets.Dataset` laid out as sentence-transformers expects: text columns in
+order, then at most one label column (`label` or `score`). A *view* picks which layout to build from
+a source, e.g. SNLI as (anchor, positive, negative) triplets or as 3-class labelled pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+DATA_DIR_ENV = "LOSSWEEP_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """`$LOSSWEEP_DATA_DIR`, else `../shared/data` from the working directory."""
+    return Path(os.environ.get(DATA_DIR_ENV, "../shared/data")).expanduser()
+
+
+class DataError(ValueError):
+    """A data source that cannot be read as asked; the message names the file or field and the fix."""
+
+
+# --- BEIR retrieval folders -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    """A BEIR-format retrieval split: corpus, queries with judgements, and graded relevance."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_beir(folder: Path, split: str) -> RetrievalSet:
+    """Read a BEIR folder; documents with no text (Cranfield 471 and 995) are left out with their qrels."""
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise DataError(f"{qrels_path}: no qrels for split {split!r}; splits found: {found or 'none'}")
+    corpus = {}
+    for row in _read_jsonl(folder / "corpus.jsonl"):
+        text = _document_text(row.get("title", ""), row.get("text", ""))
+        if text:
+            corpus[str(row["_id"])] = text
+    all_queries = {str(row["_id"]): row["text"] for row in _read_jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_path.open(encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["query-id", "corpus-id"]:
+            raise DataError(f"{qrels_path}: expected a header 'query-id corpus-id score', got {header}")
+        for line, row in enumerate(reader, start=2):
+            query_id, doc_id, score = row[0], row[1], int(row[2]) if len(row) > 2 else 1
+            if query_id not in all_queries:
+                raise DataError(f"{qrels_path}:{line}: query id {query_id!r} is not in queries.jsonl")
+            if score > 0 and doc_id in corpus:
+                qrels.setdefault(query_id, {})[doc_id] = score
+    queries = {qid: all_queries[qid] for qid in qrels}
+    return RetrievalSet(corpus, queries, qrels)
+
+
+def _document_text(title: str, text: str) -> str:
+    """Title and text as BEIR evaluations join them; a text that already opens with its title is kept."""
+    title, text = title.strip(), text.strip()
+    if not title or text.startswith(title):
+        return text
+    return f"{title} {text}".strip()
+
+
+def beir_pairs(folder: Path, split: str) -> datasets.Dataset:
+    """(anchor=query, positive=relevant document) pairs from a BEIR split, one per judgement."""
+    data = load_beir(folder, split)
+    anchors, positives = [], []
+    for query_id, docs in data.qrels.items():
+        for doc_id in sorted(docs, key=lambda d: -docs[d]):
+            anchors.append(data.queries[query_id])
+            positives.append(data.corpus[doc_id])
+    return datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+
+
+# --- The other public sets ---------------------------------------------------------------------------
+
+
+def _stsb_rows(folder: Path, split: str) -> list[tuple[str, str, float]]:
+    path = folder / f"sts-{split}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; STS Benchmark splits are train, dev, test")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            # Columns 5-7 are score, sentence1, sentence2; 197 lines carry two trailing source notes.
+            rows.append((fields[5], fields[6], float(fields[4])))
+    return rows
+
+
+def stsb(folder: Path, split: str) -> datasets.Dataset:
+    """STS Benchmark pairs with their score scaled from 0-5 to 0-1."""
+    rows = _stsb_rows(folder, split)
+    return datasets.Dataset.from_dict(
+        {"sentence1": [r[0] for r in rows], "sentence2": [r[1] for r in rows], "score": [r[2] / 5 for r in rows]}
+    )
+
+
+def stsb_binary(folder: Path, split: str) -> datasets.Dataset:
+    """STS Benchmark as 0/1 pairs: score >= 4 is similar, <= 1 dissimilar, the rest left out."""
+    rows = [(a, b, int(s >= 4)) for a, b, s in _stsb_rows(folder, split) if s >= 4 or s <= 1]
+    return datasets.Dataset.from_dict(
+        {"sentence1": [r[0] for r in rows], "sentence2": [r[1] for r in rows], "label": [r[2] for r in rows]}
+    )
+
+
+SNLI_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+def _snli_rows(folder: Path, split: str) -> list[dict]:
+    path = folder / f"snli_1.0_{split}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; the SNLI splits here are dev and test (train is not shipped)")
+    with path.open(encoding="utf-8", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["similarity"] in SNLI_LABELS]
+
+
+def snli_pair_class(folder: Path, split: str) -> datasets.Dataset:
+    """(premise, hypothesis) with label 0 entailment, 1 neutral, 2 contradiction."""
+    rows = _snli_rows(folder, split)
+    features = datasets.Features(
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(SNLI_LABELS)),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "sentence1": [r["sentence1"] for r in rows],
+            "sentence2": [r["sentence2"] for r in rows],
+            "label": [SNLI_LABELS[r["similarity"]] for r in rows],
+        },
+        features=features,
+    )
+
+
+def snli_pairs(folder: Path, split: str) -> datasets.Dataset:
+    """(anchor=premise, positive=entailed hypothesis)."""
+    rows = [r for r in _snli_rows(folder, split) if r["similarity"] == "entailment"]
+    return datasets.Dataset.from_dict(
+        {"anchor": [r["sentence1"] for r in rows], "positive": [r["sentence2"] for r in rows]}
+    )
+
+
+def snli_triplets(folder: Path, split: str) -> datasets.Dataset:
+    """(anchor=premise, positive=entailment, negative=contradiction), one per premise with both."""
+    by_premise: dict[str, dict[str, str]] = {}
+    for row in _snli_rows(folder, split):
+        by_premise.setdefault(row["sentence1"], {}).setdefault(row["similarity"], row["sentence2"])
+    triplets = [
+        (p, h["entailment"], h["contradiction"])
+        for p, h in by_premise.items()
+        if {"entailment", "contradiction"} <= set(h)
+    ]
+    return datasets.Dataset.from_dict(
+        {"anchor": [t[0] for t in triplets], "positive": [t[1] for t in triplets], "negative": [t[2] for t in triplets]}
+    )
+
+
+def _paws_rows(folder: Path, split: str) -> list[dict]:
+    path = folder / f"{split}.tsv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; PAWS splits here are dev and test")
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def paws(folder: Path, split: str) -> datasets.Dataset:
+    """PAWS (sentence1, sentence2, label 1 = paraphrase)."""
+    rows = _paws_rows(folder, split)
+    return datasets.Dataset.from_dict(
+        {
+            "sentence1": [r["sentence1"] for r in rows],
+            "sentence2": [r["sentence2"] for r in rows],
+            "label": [int(r["label"]) for r in rows],
+        }
+    )
+
+
+def paws_pairs(folder: Path, split: str) -> datasets.Dataset:
+    """PAWS paraphrases only, as (anchor, positive)."""
+    rows = [r for r in _paws_rows(folder, split) if r["label"] == "1"]
+    return datasets.Dataset.from_dict(
+        {"anchor": [r["sentence1"] for r in rows], "positive": [r["sentence2"] for r in rows]}
+    )
+
+
+def banking77(folder: Path, split: str) -> datasets.Dataset:
+    """Banking77 (text, label) with the 77 intents as class ids, in categories.json order."""
+    path = folder / f"{split}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; Banking77 splits are train and test")
+    names = json.loads((folder / "categories.json").read_text(encoding="utf-8"))
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    index = {name: i for i, name in enumerate(names)}
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict(
+        {"text": [r["text"] for r in rows], "label": [index[r["category"]] for r in rows]}, features=features
+    )
+
+
+def table(path: Path, split: str) -> datasets.Dataset:
+    """A CSV/TSV/JSON(L)/Parquet file or a `save_to_disk` folder, columns taken as they are."""
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return datasets.Dataset.from_csv(str(path), sep="\t" if suffix == ".tsv" else ",")
+    if suffix in (".json", ".jsonl"):
+        return datasets.Dataset.from_json(str(path))
+    if suffix == ".parquet":
+        return datasets.Dataset.from_parquet(str(path))
+    raise DataError(
+        f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json, .parquet or a dataset folder"
+    )
+
+
+Loader = Callable[[Path, str], datasets.Dataset]
+
+# kind -> (how to recognise its folder, {view: loader}); the first view is the default.
+KINDS: dict[str, tuple[Callable[[Path], bool], dict[str, Loader]]] = {
+    "beir": (lambda p: (p / "corpus.jsonl").is_file(), {"pairs": beir_pairs}),
+    "stsb": (lambda p: (p / "sts-test.csv").is_file(), {"scored-pairs": stsb, "binary-pairs": stsb_binary}),
+    "snli": (
+        lambda p: (p / "snli_1.0_test.csv").is_file(),
+        {"triplets": snli_triplets, "pairs": snli_pairs, "pair-class": snli_pair_class},
+    ),
+    "paws": (
+        lambda p: (p / "test.tsv").is_file() and (p / "dev.tsv").is_file(),
+        {"binary-pairs": paws, "pairs": paws_pairs},
+    ),
+    "banking77": (lambda p: (p / "categories.json").is_file(), {"class-texts": banking77}),
+}
+
+
+def detect_kind(path: Path) -> str:
+    """Which known layout a local folder has ('table' for a file or a saved dataset)."""
+    if path.is_file() or (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        return "table"
+    for kind, (matches, _) in KINDS.items():
+        if matches(path):
+            return kind
+    raise DataError(
+        f"{path}: not a dataset folder lossweep knows (BEIR, STS Benchmark, SNLI, PAWS, Banking77) nor a data file; "
+        "point at a .csv/.jsonl/.parquet file or a folder written by Dataset.save_to_disk"
+    )
+
+
+def views(kind: str) -> list[str]:
+    return list(KINDS[kind][1]) if kind in KINDS else ["table"]
+
+
+def load_local(path: Path | str, split: str = "train", view: str | None = None) -> datasets.Dataset:
+    """Load a local folder or file; `view` picks the layout (default: the kind's first view)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder (set {DATA_DIR_ENV} or the spec's data_dir to where the data lives)"
+        )
+    kind = detect_kind(path)
+    if kind == "table":
+        if view not in (None, "table"):
+            raise DataError(f"{path}: a data file has no views; drop view {view!r}")
+        return table(path, split)
+    loaders = KINDS[kind][1]
+    view = view or next(iter(loaders))
+    if view not in loaders:
+        raise DataError(f"{path}: view {view!r} is not available for a {kind} folder; choose one of {list(loaders)}")
+    return loaders[view](path, split)
+
+
+def load_hub(repo_id: str, split: str = "train", subset: str | None = None) -> datasets.Dataset:
+    """A dataset from the Hugging Face Hub (needs network access, or a warm HF cache)."""
+    try:
+        return datasets.load_dataset(repo_id, subset, split=split)
+    except Exception as error:  # the hub client raises many types; the user needs the id and the cause
+        raise DataError(
+            f"hub dataset {repo_id!r} (subset {subset}, split {split}) could not be loaded: {error}"
+        ) from error
+
+
+# --- Derived layouts for unsupervised losses ---------------------------------------------------------
+
+
+def unique_texts(dataset: datasets.Dataset, column: str | None = None) -> list[str]:
+    """The distinct non-empty texts of one column (default: the first), in first-seen order."""
+    column = column or dataset.column_names[0]
+    seen = dict.fromkeys(t for t in dataset[column] if t and t.strip())
+    return list(seen)
+
+
+def texts_view(texts: list[str]) -> datasets.Dataset:
+    """Single texts, for ContrastiveTensionLossInBatchNegatives and GlobalOrthogonalRegularizationLoss."""
+    return datasets.Dataset.from_dict({"text": texts})
+
+
+def contrastive_tension_view(texts: list[str], seed: int, pos_neg_ratio: int = 8) -> datasets.Dataset:
+    """(sentence1, sentence2, label): one identical pair (label 1) per `pos_neg_ratio` pairs, as ST's CT loader."""
+    rng = random.Random(seed)
+    order = texts[:]
+    rng.shuffle(order)
+    first, second, labels = [], [], []
+    stream = iter(order)
+    try:
+        while True:
+            a = next(stream)
+            same = len(labels) % pos_neg_ratio == 0
+            b = a if same else next(stream)
+            first.append(a)
+            second.append(b)
+            labels.append(int(same))
+    except StopIteration:
+        pass
+    return datasets.Dataset.from_dict({"sentence1": first, "sentence2": second, "label": labels})
+
+
+def denoising_view(texts: list[str], seed: int, deletion: float = 0.6) -> datasets.Dataset:
+    """(damaged, original) pairs for TSDAE: each word deleted with probability `deletion`, one kept."""
+    rng = random.Random(seed)
+    damaged = []
+    for text in texts:
+        words = text.split()
+        kept = [w for w in words if rng.random() > deletion] or ([rng.choice(words)] if words else [])
+        damaged.append(" ".join(kept))
+    return datasets.Dataset.from_dict({"damaged": damaged, "original": texts})
+
+
+def fingerprint(dataset: datasets.Dataset) -> str:
+    """A content hash of a dataset (columns, types and rows), for run tags and reproduction checks."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    for batch in dataset.iter(batch_size=1000):
+        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]

