@@ -85,6 +85,45 @@ def losses_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: str):
+    from lossweep.sweep.spec import load_spec
+
+    return load_spec(path)
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the spec is valid; otherwise print every error and exit 1."""
+    from lossweep.sweep.inputs import validate
+    from lossweep.sweep.spec import SpecError
+
+    try:
+        spec = _load(args.spec)
+        loaded = validate(spec, args.spec, load_data=not args.no_data)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 1
+    rows = f", {len(loaded['train'])} training rows" if loaded else ""
+    print(f"{args.spec}: valid ({spec.loss_config().label()}{rows})")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Validate, train on Ray (local, or the cluster in RAY_ADDRESS), print where the MLflow run is."""
+    from lossweep.sweep.spec import SpecError
+    from lossweep.sweep.train import train
+
+    try:
+        spec = _load(args.spec)
+        result = train(spec, source=args.spec, tracking_uri=args.tracking_uri)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"finished: MLflow {result.run_url}")
+    for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
+        print(f"  {name} = {result.metrics[name]:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--view", help="layout to build from the folder, e.g. triplets or pair-class for SNLI")
     losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
     losses.set_defaults(func=losses_command)
+
+    validate = commands.add_parser("validate", help="check an experiment spec without running it")
+    validate.add_argument("spec", help="path to an experiment YAML file")
+    validate.add_argument("--no-data", action="store_true", help="skip loading the data (structure and values only)")
+    validate.set_defaults(func=validate_command)
+
+    train = commands.add_parser("train", help="train one configuration on Ray workers and track it in MLflow")
+    train.add_argument("spec", help="path to an experiment YAML file")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///./mlflow.db)")
+    train.set_defaults(func=train_command)
     return parser
 
 

@@ -49,8 +49,11 @@ def _read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def load_beir(folder: Path, split: str) -> RetrievalSet:
-    """Read a BEIR folder; documents with no text (Cranfield 471 and 995) are left out with their qrels."""
+def load_beir(folder: Path, split: str, limit: int | None = None) -> RetrievalSet:
+    """Read a BEIR folder; documents with no text (Cranfield 471 and 995) are left out with their qrels.
+
+    `limit` keeps the first judged queries only (the corpus stays whole).
+    """
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
@@ -73,16 +76,33 @@ def load_beir(folder: Path, split: str) -> RetrievalSet:
                 raise DataError(f"{qrels_path}:{line}: query id {query_id!r} is not in queries.jsonl")
             if score > 0 and doc_id in corpus:
                 qrels.setdefault(query_id, {})[doc_id] = score
+    if limit is not None:
+        qrels = dict(list(qrels.items())[:limit])
     queries = {qid: all_queries[qid] for qid in qrels}
     return RetrievalSet(corpus, queries, qrels)
 
 
+def load_beir_hub(repo_id: str, split: str, limit: int | None = None) -> RetrievalSet:
+    """A retrieval task in the MTEB hub layout: configs `corpus`, `queries`, and qrels under `default`."""
+    corpus_rows = load_hub(repo_id, "corpus", "corpus")
+    query_rows = load_hub(repo_id, "queries", "queries")
+    qrel_rows = load_hub(repo_id, split, "default")
+    corpus = {str(r["_id"]): _document_text(r.get("title") or "", r["text"]) for r in corpus_rows}
+    corpus = {k: v for k, v in corpus.items() if v}
+    qrels: dict[str, dict[str, int]] = {}
+    for row in qrel_rows:
+        if row["score"] > 0 and str(row["corpus-id"]) in corpus:
+            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
+    if limit is not None:
+        qrels = dict(list(qrels.items())[:limit])
+    all_queries = {str(r["_id"]): r["text"] for r in query_rows}
+    return RetrievalSet(corpus, {q: all_queries[q] for q in qrels if q in all_queries}, qrels)
+
+
 def _document_text(title: str, text: str) -> str:
-    """Title and text as BEIR evaluations join them; a text that already opens with its title is kept."""
-    title, text = title.strip(), text.strip()
-    if not title or text.startswith(title):
-        return text
-    return f"{title} {text}".strip()
+    """Title and text joined as BEIR and MTEB evaluations do (Cranfield's texts repeat their title;
+    joining anyway keeps our numbers equal to the published ones)."""
+    return f"{title.strip()} {text.strip()}".strip()
 
 
 def beir_pairs(folder: Path, split: str) -> datasets.Dataset:
@@ -274,25 +294,31 @@ def detect_kind(path: Path) -> str:
 
 
 def views(kind: str) -> list[str]:
-    return list(KINDS[kind][1]) if kind in KINDS else ["table"]
+    return (list(KINDS[kind][1]) if kind in KINDS else ["table"]) + list(DERIVED_VIEWS)
 
 
-def load_local(path: Path | str, split: str = "train", view: str | None = None) -> datasets.Dataset:
-    """Load a local folder or file; `view` picks the layout (default: the kind's first view)."""
+def load_local(path: Path | str, split: str = "train", view: str | None = None, seed: int = 0) -> datasets.Dataset:
+    """Load a local folder or file; `view` picks the layout (default: the kind's first view).
+
+    The derived views (texts, contrastive-tension, denoising) turn the distinct texts of the first
+    column of the default layout into what the unsupervised losses take, seeded by `seed`.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(
             f"{path}: no such file or folder (set {DATA_DIR_ENV} or the spec's data_dir to where the data lives)"
         )
+    if view in DERIVED_VIEWS:
+        return DERIVED_VIEWS[view](unique_texts(load_local(path, split)), seed)
     kind = detect_kind(path)
     if kind == "table":
         if view not in (None, "table"):
-            raise DataError(f"{path}: a data file has no views; drop view {view!r}")
+            raise DataError(f"{path}: a data file has no views but {list(DERIVED_VIEWS)}; drop view {view!r}")
         return table(path, split)
     loaders = KINDS[kind][1]
     view = view or next(iter(loaders))
     if view not in loaders:
-        raise DataError(f"{path}: view {view!r} is not available for a {kind} folder; choose one of {list(loaders)}")
+        raise DataError(f"{path}: view {view!r} is not available for a {kind} folder; choose one of {views(kind)}")
     return loaders[view](path, split)
 
 
@@ -350,6 +376,13 @@ def denoising_view(texts: list[str], seed: int, deletion: float = 0.6) -> datase
         kept = [w for w in words if rng.random() > deletion] or ([rng.choice(words)] if words else [])
         damaged.append(" ".join(kept))
     return datasets.Dataset.from_dict({"damaged": damaged, "original": texts})
+
+
+DERIVED_VIEWS: dict[str, Callable[[list[str], int], datasets.Dataset]] = {
+    "texts": lambda texts, seed: texts_view(texts),
+    "contrastive-tension": contrastive_tension_view,
+    "denoising": denoising_view,
+}
 
 
 def fingerprint(dataset: datasets.Dataset) -> str:

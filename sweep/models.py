@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -89,3 +90,32 @@ def tiny_model(path: Path | str, seed: int = 0, hidden: int = 32, layers: int = 
     model = SentenceTransformer(modules=[Transformer(str(path / "hf"), max_seq_length=128), Pooling(hidden, "mean")])
     model.save(str(path))
     return str(path)
+
+
+def model_dimension(ref: str) -> int | None:
+    """The embedding size a model folder produces, read from its config files (None for hub ids).
+
+    Cheap enough for spec validation: no weights are loaded.
+    """
+    try:
+        path = Path(resolve_model(ref))
+    except ModelError:
+        return None
+    if not path.is_dir():
+        return None
+    modules_file = path / "modules.json"
+    dimension = None
+    if modules_file.is_file():
+        for module in json.loads(modules_file.read_text()):
+            config_file = path / module.get("path", "") / "config.json"
+            if not config_file.is_file():
+                continue
+            config = json.loads(config_file.read_text())
+            kind = module.get("type", "")
+            if kind.endswith("Pooling"):
+                dimension = config.get("word_embedding_dimension", dimension)
+            elif kind.endswith("Dense"):
+                dimension = config.get("out_features", dimension)
+    if dimension is None and (path / "config.json").is_file():
+        dimension = json.loads((path / "config.json").read_text()).get("hidden_size")
+    return dimension

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
@@ -43,24 +46,50 @@ def trainable_parameters(loss: nn.Module) -> list[nn.Parameter]:
     return [p for p in loss.parameters() if p.requires_grad]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message gives the step and the value."""
+
+
 def train_step(
     loss: nn.Module,
     optimizer: torch.optim.Optimizer,
     features: list[dict[str, Tensor]],
     labels: Tensor | None,
-    parameters: Iterable[nn.Parameter],
+    parameters: Sequence[nn.Parameter],
+    *,
     scheduler: Any = None,
+    max_grad_norm: float | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    step: int = 0,
 ) -> float:
-    """Forward, backward, average gradients over workers, step; returns this worker's loss value.
+    """Forward, backward, average gradients over workers, clip, step; returns the loss.
 
-    In-batch losses built for several workers return the loss of the global batch, so the value is
-    the same on every worker; other losses return the mean over this worker's rows.
+    The returned value is the mean over workers (an all-reduce of one number), so every worker sees
+    the same value and a NaN on any worker stops all of them at the same step. For losses built to
+    gather, each worker's value already is the global-batch loss.
     """
     optimizer.zero_grad(set_to_none=True)
-    value = loss_value(loss(features, labels))
-    value.backward()
+    with autocast or contextlib.nullcontext():
+        value = loss_value(loss(features, labels))
+    (scaler.scale(value) if scaler else value).backward()
+    reported = value.detach().float().clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(reported)
+        reported /= dist.get_world_size()
+    reported = reported.item()
+    if not math.isfinite(reported):
+        raise TrainingDiverged(f"loss became {reported} at step {step}; lower the learning rate or check the data")
     average_gradients(parameters)
-    optimizer.step()
+    if scaler:
+        scaler.unscale_(optimizer)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return value.detach().item()
+    return reported

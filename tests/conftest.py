@@ -37,3 +37,14 @@ def tiny_model_path(tmp_path_factory) -> str:
 def tiny_guide_path(tmp_path_factory) -> str:
     """A second tiny model with other weights: a guide for GIST and a teacher for distillation."""
     return tiny_model(tmp_path_factory.mktemp("guide") / "model", seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session: 2 CPUs, dashboard on 127.0.0.1."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, dashboard_host="127.0.0.1", configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,210 @@
+"""Evaluators: retrieval (BEIR), STS and triplet accuracy, at the full size and every Matryoshka size.
+
+Each evaluator encodes its texts once and scores every size from that one encoding: the smaller
+sizes are prefixes of the full embedding, re-normalised. Retrieval metrics come from
+sentence-transformers' own `InformationRetrievalEvaluator` code, so they equal its numbers.
+
+Metric names are legal MLflow names and line up across runs: `eval/<set>/<metric>` at the full size,
+`eval/<set>/<metric>/dim_<d>` at each size d.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import cos_sim
+from sentence_transformers.util.distributed import distributed_evaluation, get_rank
+
+from .data import RetrievalSet
+from .inputs import EvalSet
+
+RETRIEVAL_METRICS = {  # our name -> (ST result key, k)
+    "ndcg_at_10": ("ndcg@k", 10),
+    "mrr_at_10": ("mrr@k", 10),
+    "map_at_100": ("map@k", 100),
+    "recall_at_1": ("recall@k", 1),
+    "recall_at_10": ("recall@k", 10),
+    "recall_at_100": ("recall@k", 100),
+}
+HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy"}
+
+
+@dataclass
+class EvalResult:
+    """Metrics by name, plus per-query NDCG@10 at the full size for paired significance tests."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:
+    return f"eval/{dataset}/{metric}" + ("" if dim is None else f"/dim_{dim}")
+
+
+def _truncate(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    return F.normalize(embeddings[:, :dim].float(), p=2, dim=-1)
+
+
+def _sizes(model: SentenceTransformer, dims: Sequence[int] | None) -> tuple[int, list[int]]:
+    full = model.get_embedding_dimension()
+    return full, sorted({full, *(dims or ())}, reverse=True)
+
+
+class _IRFromEmbeddings(InformationRetrievalEvaluator):
+    """sentence-transformers' IR evaluator fed with query embeddings we computed, keeping its rankings."""
+
+    query_embeddings: torch.Tensor | None = None
+    last_results: list | None = None
+
+    def embed_inputs(self, model, sentences, encode_fn_name=None, **kwargs):
+        if encode_fn_name == "query" and self.query_embeddings is not None:
+            return self.query_embeddings
+        return super().embed_inputs(model, sentences, encode_fn_name=encode_fn_name, **kwargs)
+
+    def compute_metrics(self, queries_result_list):
+        self.last_results = queries_result_list
+        return super().compute_metrics(queries_result_list)
+
+
+class RetrievalEvaluator:
+    """NDCG@10, MRR@10, MAP@100 and Recall@1/10/100 for every size, from one encoding."""
+
+    def __init__(self, name: str, data: RetrievalSet, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+        self.name, self.dims = name, dims
+        self.ir = _IRFromEmbeddings(
+            queries=data.queries,
+            corpus=data.corpus,
+            relevant_docs={qid: set(docs) for qid, docs in data.qrels.items()},
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            map_at_k=[100],
+            precision_recall_at_k=[1, 10, 100],
+            accuracy_at_k=[1],
+            batch_size=batch_size,
+            name=name,
+            write_csv=False,
+            score_functions={"cosine": cos_sim},
+        )
+
+    def __call__(self, model: SentenceTransformer) -> EvalResult:
+        ir = self.ir
+        queries = model.encode_query(ir.queries, batch_size=ir.batch_size, convert_to_tensor=True)
+        corpus = model.encode_document(ir.corpus, batch_size=ir.batch_size, convert_to_tensor=True)
+        full, sizes = _sizes(model, self.dims)
+        result = EvalResult()
+        for dim in sizes:
+            ir.query_embeddings = _truncate(queries, dim)
+            scores = ir.compute_all_metrics(model, corpus_embeddings=_truncate(corpus, dim))["cosine"]
+            for ours, (key, k) in RETRIEVAL_METRICS.items():
+                value = float(scores[key][k])
+                result.metrics[metric_name(self.name, ours, dim)] = value
+                if dim == full:
+                    result.metrics[metric_name(self.name, ours)] = value
+            if dim == full:
+                result.per_query[self.name] = self.per_query_ndcg(ir.last_results)
+        ir.query_embeddings = None
+        return result
+
+    def per_query_ndcg(self, results: list, k: int = 10) -> dict[str, float]:
+        """NDCG@k of each query, as sentence-transformers computes it (binary relevance)."""
+        per_query = {}
+        for query_id, hits in zip(self.ir.queries_ids, results, strict=True):
+            relevant = self.ir.relevant_docs[query_id]
+            ranked = sorted(hits, key=lambda h: (-h["score"], h["corpus_id"]))[:k]
+            gains = [1 if hit["corpus_id"] in relevant else 0 for hit in ranked]
+            ideal = self.ir.compute_dcg_at_k([1] * len(relevant), k)
+            per_query[query_id] = self.ir.compute_dcg_at_k(gains, k) / ideal
+        return per_query
+
+
+class STSEvaluator:
+    """Spearman correlation of cosine similarity with gold scores, for every size."""
+
+    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+        texts = [c for c in rows.column_names if c not in ("label", "labels", "score", "scores")]
+        score = next(c for c in rows.column_names if c not in texts)
+        self.name, self.dims, self.batch_size = name, dims, batch_size
+        self.first, self.second, self.scores = rows[texts[0]], rows[texts[1]], np.asarray(rows[score], dtype=float)
+
+    def __call__(self, model: SentenceTransformer) -> EvalResult:
+        a = model.encode(self.first, batch_size=self.batch_size, convert_to_tensor=True)
+        b = model.encode(self.second, batch_size=self.batch_size, convert_to_tensor=True)
+        full, sizes = _sizes(model, self.dims)
+        result = EvalResult()
+        for dim in sizes:
+            cosine = (_truncate(a, dim) * _truncate(b, dim)).sum(-1).cpu().numpy()
+            value = float(spearmanr(self.scores, cosine).statistic)
+            result.metrics[metric_name(self.name, "spearman_cosine", dim)] = value
+            if dim == full:
+                result.metrics[metric_name(self.name, "spearman_cosine")] = value
+        return result
+
+
+class TripletEvaluator:
+    """Share of (anchor, positive, negative) rows where the anchor is closer (cosine) to the positive."""
+
+    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+        self.name, self.dims, self.batch_size = name, dims, batch_size
+        self.columns = [rows[c] for c in rows.column_names[:3]]
+
+    def __call__(self, model: SentenceTransformer) -> EvalResult:
+        anchor, positive, negative = (
+            model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True) for texts in self.columns
+        )
+        full, sizes = _sizes(model, self.dims)
+        result = EvalResult()
+        for dim in sizes:
+            a, p, n = (_truncate(x, dim) for x in (anchor, positive, negative))
+            value = float(((a * p).sum(-1) > (a * n).sum(-1)).float().mean())
+            result.metrics[metric_name(self.name, "cosine_accuracy", dim)] = value
+            if dim == full:
+                result.metrics[metric_name(self.name, "cosine_accuracy")] = value
+        return result
+
+
+Evaluator = RetrievalEvaluator | STSEvaluator | TripletEvaluator
+
+
+def build_evaluator(eval_set: EvalSet, dims: Sequence[int] | None, batch_size: int) -> Evaluator:
+    name = eval_set.ref.label
+    if eval_set.ref.type == "retrieval":
+        return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size)
+    cls = STSEvaluator if eval_set.ref.type == "sts" else TripletEvaluator
+    return cls(name, eval_set.rows, dims, batch_size)
+
+
+def headline(eval_set_type: str, name: str) -> str:
+    """The metric a sweep optimises for an evaluation set (its first one by default)."""
+    return metric_name(name, HEADLINE[eval_set_type])
+
+
+def evaluate(
+    model: SentenceTransformer, evaluators: Sequence[Evaluator], distributed: bool = True
+) -> EvalResult | None:
+    """Run every evaluator; on several workers rank 0 scores while all ranks share the encoding.
+
+    Returns the result on rank 0 and None elsewhere. Every rank must call it.
+    """
+    if not distributed and get_rank() != 0:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        with distributed_evaluation(model, enabled=distributed) as is_main, torch.no_grad():
+            if not is_main:
+                return None
+            total = EvalResult()
+            for evaluator in evaluators:
+                result = evaluator(model)
+                total.metrics.update(result.metrics)
+                total.per_query.update(result.per_query)
+            return total
+    finally:
+        model.train(was_training)

@@ -1,0 +1,147 @@
+"""What a spec points at: its data sets and model, resolved, loaded and checked before any run starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry
+
+from . import data as d
+from .models import ModelError, load_model, model_dimension, resolve_model
+from .sampler import steps_per_epoch
+from .spec import DataRef, EvalRef, Spec, SpecError, check_values
+from .teacher import with_teacher_embeddings, with_teacher_scores
+
+
+def data_dir(spec: Spec) -> Path:
+    """The spec's data_dir, else `$LOSSWEEP_DATA_DIR`, else ../shared/data."""
+    return Path(spec.data_dir).expanduser() if spec.data_dir else d.default_data_dir()
+
+
+def resolve_paths(spec: Spec) -> Spec:
+    """The spec with data_dir, a local model folder and output_dir made absolute from the driver's
+    working directory: Ray workers run elsewhere and must find the same files."""
+    changes: dict = {
+        "data_dir": str(data_dir(spec).resolve()),
+        "output_dir": str(Path(spec.output_dir).expanduser().resolve()),
+    }
+    for field in ("model", "teacher"):
+        ref = getattr(spec, field)
+        if ref and Path(ref).expanduser().exists():
+            changes[field] = str(Path(ref).expanduser().resolve())
+    return spec.replace(**changes)
+
+
+def load_ref(ref: DataRef | EvalRef, spec: Spec) -> datasets.Dataset:
+    """The rows a data reference names (local path or hub id), cut to `limit`."""
+    if ref.hub is not None:
+        dataset = d.load_hub(ref.hub, ref.split, ref.subset)
+    else:
+        path = Path(ref.path).expanduser()
+        dataset = d.load_local(
+            path if path.is_absolute() else data_dir(spec) / path, ref.split, ref.view, spec.training.seed
+        )
+    return dataset.select(range(min(ref.limit, len(dataset)))) if ref.limit else dataset
+
+
+def train_dataset(spec: Spec) -> datasets.Dataset:
+    """The training rows, with teacher labels added when the loss distils from `spec.teacher`."""
+    dataset = load_ref(spec.train, spec)
+    if spec.teacher and "label" not in dataset.column_names:
+        entry = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name)
+        wants = {fmt.label for fmt in entry.formats}
+        teacher = load_model(spec.teacher)
+        if wants & {LabelKind.TEACHER_SCORES, LabelKind.TEACHER_MARGINS}:
+            dataset = with_teacher_scores(dataset, teacher)
+        elif LabelKind.TEACHER_EMBEDDINGS in wants:
+            dataset = with_teacher_embeddings(dataset, teacher)
+    return dataset
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A loaded evaluation set: a retrieval split, or rows of scored pairs or triplets."""
+
+    ref: EvalRef
+    retrieval: d.RetrievalSet | None = None
+    rows: datasets.Dataset | None = None
+
+
+def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
+    if ref.type == "retrieval":
+        if ref.hub is not None:
+            return EvalSet(ref, retrieval=d.load_beir_hub(ref.hub, ref.split, ref.limit))
+        path = Path(ref.path).expanduser()
+        folder = path if path.is_absolute() else data_dir(spec) / path
+        if not (folder / "corpus.jsonl").is_file():
+            raise d.DataError(
+                f"{folder}: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+            )
+        return EvalSet(ref, retrieval=d.load_beir(folder, ref.split, ref.limit))
+    rows = load_ref(ref, spec)
+    expected = {"sts": 2, "triplet": 3}[ref.type]
+    texts = [c for c in rows.column_names if c not in ("label", "labels", "score", "scores")]
+    if len(texts) != expected or (ref.type == "sts" and len(texts) == len(rows.column_names)):
+        layout = "(sentence1, sentence2, score)" if ref.type == "sts" else "(anchor, positive, negative)"
+        raise d.DataError(f"{ref.label}: {ref.type} evaluation needs rows {layout}; found columns {rows.column_names}")
+    return EvalSet(ref, rows=rows)
+
+
+def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[str, datasets.Dataset]:
+    """Every check that runs before Ray starts; raises SpecError listing all problems.
+
+    Returns the loaded training set (key 'train') so callers need not read it twice.
+    """
+    problems = check_values(spec)
+    loaded: dict[str, datasets.Dataset] = {}
+    try:
+        resolve_model(spec.model)
+    except ModelError as error:
+        problems.append(f"model: {error}")
+    dim = model_dimension(spec.model)
+    for field, dims in (("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", spec.evaluation.dims)):
+        too_big = [x for x in dims or () if dim is not None and x > dim]
+        if too_big:
+            problems.append(f"{field}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")
+    if load_data:
+        try:
+            loaded["train"] = train_dataset(spec)
+        except (d.DataError, ModelError) as error:
+            problems.append(f"train: {error}")
+        for i, ref in enumerate(spec.eval):
+            try:
+                load_eval(ref, spec)
+            except d.DataError as error:
+                problems.append(f"eval[{i}]: {error}")
+        if "train" in loaded and not any(p.startswith("loss") for p in problems):
+            try:
+                check_dataset(spec.loss_config(), loaded["train"], name=_describe(spec.train))
+            except DataFormatError as error:
+                problems.append(f"train: {error}")
+            else:
+                problems += _sampler_problems(spec, loaded["train"])
+    if problems:
+        raise SpecError(source, problems)
+    return loaded
+
+
+def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
+    """The batch the loss needs must be buildable from this data (e.g. enough distinct texts)."""
+    sampler = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name).sampler
+    size = spec.training.batch_size
+    if sampler == "group_by_label" and size % 2:
+        return [f"training.batch_size: {size} is odd; batch-triplet losses take labels in pairs, use an even size"]
+    if not steps_per_epoch(dataset, size, sampler, spec.training.seed):
+        return [
+            f"training.batch_size: {len(dataset)} training rows cannot fill one global batch of {size} with the "
+            f"{sampler} sampler the loss needs (too few distinct texts or labels); lower the batch size or add data"
+        ]
+    return []
+
+
+def _describe(ref: DataRef) -> str:
+    where = ref.hub or ref.path
+    return f"{where} (split {ref.split}{', view ' + ref.view if ref.view else ''})"

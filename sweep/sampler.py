@@ -1,0 +1,96 @@
+"""Global batch order: seeded, reproducible, and with the property the loss needs across ALL workers.
+
+sentence-transformers' batch samplers guarantee their property per device; with cross-worker
+gathering the global batch is what the loss sees, so the global batch is built here and each worker
+takes its contiguous slice (rank r gets rows r*B .. (r+1)*B-1).
+
+- random: a fresh permutation per epoch.
+- no_duplicates: no text appears twice in a global batch (a duplicate would be a false negative).
+- group_by_label: every label in a batch appears at least twice (batch-triplet losses need pairs).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import datasets
+
+from .step import split_columns
+
+
+def epoch_batches(dataset: datasets.Dataset, batch_size: int, kind: str, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches (lists of row indices) of one epoch; incomplete batches are dropped."""
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(len(dataset)))
+    rng.shuffle(order)
+    if kind == "no_duplicates":
+        return _no_duplicates(dataset, order, batch_size)
+    if kind == "group_by_label":
+        return _group_by_label(dataset, order, batch_size, rng)
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+def _no_duplicates(dataset: datasets.Dataset, order: list[int], batch_size: int) -> list[list[int]]:
+    texts, _ = split_columns(dataset.column_names)
+    rows = list(zip(*(dataset[c] for c in texts), strict=True))
+    batches, pending = [], order
+    while len(pending) >= batch_size:
+        batch, seen, deferred = [], set(), []
+        for index in pending:
+            values = set(rows[index])
+            if len(batch) < batch_size and not values & seen:
+                batch.append(index)
+                seen |= values
+            else:
+                deferred.append(index)
+        if len(batch) < batch_size:
+            break  # what is left cannot fill a batch without duplicates
+        batches.append(batch)
+        pending = deferred
+    return batches
+
+
+def _group_by_label(
+    dataset: datasets.Dataset, order: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    _, label = split_columns(dataset.column_names)
+    labels = dataset[label]
+    by_label: dict = {}
+    for index in order:
+        by_label.setdefault(labels[index], []).append(index)
+    # Pairs of the same label, shuffled; a batch of pairs holds each of its labels at least twice.
+    pairs = [members[i : i + 2] for members in by_label.values() for i in range(0, len(members) - 1, 2)]
+    rng.shuffle(pairs)
+    flat = [index for pair in pairs for index in pair]
+    size = batch_size - batch_size % 2
+    return [flat[i : i + size] for i in range(0, len(flat) - size + 1, size)]
+
+
+def batches(
+    dataset: datasets.Dataset, batch_size: int, kind: str, seed: int, start_step: int = 0
+) -> Iterator[tuple[int, list[int]]]:
+    """(step, global batch) for step = start_step, start_step+1, ... across epochs, without end."""
+    step, epoch = 0, 0
+    while True:
+        epoch_list = epoch_batches(dataset, batch_size, kind, seed, epoch)
+        if not epoch_list:
+            raise ValueError(
+                f"the training set ({len(dataset)} rows) cannot fill one global batch of {batch_size} "
+                f"with the {kind} sampler; lower training.batch_size or add data"
+            )
+        for batch in epoch_list:
+            if step >= start_step:
+                yield step, batch
+            step += 1
+        epoch += 1
+
+
+def steps_per_epoch(dataset: datasets.Dataset, batch_size: int, kind: str, seed: int) -> int:
+    return len(epoch_batches(dataset, batch_size, kind, seed, 0))
+
+
+def shard(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """This worker's contiguous slice of a global batch."""
+    local = len(batch) // world_size
+    return list(batch[rank * local : (rank + 1) * local])

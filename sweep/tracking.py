@@ -1,0 +1,161 @@
+"""MLflow: one run per trial, with the resolved spec as params, provenance tags and the spec file.
+
+The default store is a SQLite file in the working directory (no server needed); a spec field,
+`--tracking-uri` or `MLFLOW_TRACKING_URI` points at a real server. Credentials stay in the
+environment (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN): they are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PACKAGES = ("lossweep", "torch", "sentence-transformers", "transformers", "datasets", "ray", "mlflow", "optuna")
+MAX_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
+
+
+def default_tracking_uri() -> str:
+    """A SQLite store in the working directory, as an absolute URI so Ray workers find the same file."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(spec_uri: str | None, override: str | None = None) -> str:
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_tracking_uri()
+
+
+def redact(uri: str) -> str:
+    """A URI without any user:password part, safe to log."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested spec data as MLflow params: dotted names, lists by index, values as JSON text."""
+    out: dict[str, str] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            out |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(data, (list, tuple)) and any(isinstance(v, Mapping) for v in data):
+        for i, value in enumerate(data):
+            out |= flatten(value, f"{prefix}.{i}")
+    else:
+        out[prefix] = data if isinstance(data, str) else json.dumps(data)
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(cwd: Path | None = None) -> tuple[str, bool]:
+    """(commit, dirty) of the repository the command runs in; ('unknown', False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        )
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def provenance_tags(spec_hash: str, data_fingerprint: str) -> dict[str, str]:
+    commit, dirty = git_commit()
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "lossweep.git_commit": commit,
+        "lossweep.git_dirty": str(dirty).lower(),
+        "lossweep.spec_hash": spec_hash,
+        "lossweep.data_fingerprint": data_fingerprint,
+    }
+    tags |= {f"lossweep.version.{name}": version for name, version in package_versions().items()}
+    return tags
+
+
+class Tracker:
+    """The MLflow calls lossweep makes, against one tracking store."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(name)
+
+    def start_run(
+        self,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        spec_data: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+        if spec_data is not None:
+            self.client.log_text(run_id, yaml.safe_dump(dict(spec_data), sort_keys=False), "spec.yaml")
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + MAX_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_dict(self, run_id: str, data: Any, path: str) -> None:
+        self.client.log_dict(run_id, data, path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def run_url(self, run_id: str) -> str:
+        run = self.client.get_run(run_id)
+        if self.uri.startswith(("http://", "https://")):
+            return f"{redact(self.uri).rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        store = redact(self.uri)
+        experiment = run.info.experiment_id
+        return f"run {run_id} in experiment {experiment} of {store} (browse: mlflow ui --backend-store-uri {store})"
+
+
+def set_active_uri(uri: str) -> None:
+    """Point the fluent MLflow API at `uri` (used by the sentence-transformers flavour on export)."""
+    mlflow.set_tracking_uri(uri)

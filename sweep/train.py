@@ -1,0 +1,295 @@
+"""One trial: a spec trained on N Ray Train workers, evaluated, checkpointed and tracked in MLflow.
+
+Why a lean loop and not `SentenceTransformerTrainer` inside the workers: the trainer's batch samplers
+keep their property (no duplicates, grouped labels) per device only, but with cross-worker gathering
+the loss sees the *global* batch, so the sampler must build global batches (`sweep/sampler.py`);
+the HF trainer would also wrap the model in DDP, whose reducer rejects the several forwards per step
+that cached, Matryoshka and AdaptiveLayer losses make. The loop below reuses everything else from
+sentence-transformers (tokenisation, the losses, the model) and is what makes N workers x B rows
+train exactly like one worker x N*B rows.
+
+The worker loop, in order: 1. seeds and data, 2. model, loss and optimiser, 3. resume from a Ray
+Train checkpoint, 4. train, evaluating at set steps and at the end; rank 0 logs to MLflow and every
+rank reports to Ray Train (rank 0 with a checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from transformers import get_scheduler
+
+from lossweep.losses import build_loss, get_entry
+
+from .data import fingerprint
+from .evaluate import EvalResult, build_evaluator, evaluate, headline
+from .inputs import load_eval, resolve_paths, train_dataset, validate
+from .models import load_model
+from .sampler import batches, shard, steps_per_epoch
+from .spec import Spec, parse_spec
+from .step import collate, train_step, trainable_parameters
+from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
+    """AdamW; biases and norm weights (1-d tensors) get no weight decay, as in the HF trainer."""
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": spec.training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.training.learning_rate)
+
+
+def _own_parameters(loss: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable tensors the loss owns beside the model (a classifier, a second encoder)."""
+    in_model = {id(p) for p in model.parameters()}
+    return {n: p for n, p in loss.named_parameters() if id(p) not in in_model}
+
+
+def _save_checkpoint(directory: Path, model, loss, optimizer, scheduler, step: int, metrics: dict) -> None:
+    model.save(str(directory / "model"))
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "loss": {n: p.detach().cpu() for n, p in _own_parameters(loss, model).items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "metrics": metrics,
+    }
+    torch.save(state, directory / "state.pt")
+
+
+def _load_checkpoint(checkpoint: Checkpoint, model, loss, optimizer, scheduler) -> int:
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    own = _own_parameters(loss, model)
+    with torch.no_grad():
+        for name, value in state["loss"].items():
+            own[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["step"]
+
+
+def _quiet_worker_logs() -> None:
+    """Keep worker output to progress and problems: Ray echoes every report with all its metrics,
+    the IR evaluator logs each metric, and torch flags the all_gather sentence-transformers uses."""
+    for name in ("ray.train.v2._internal.execution.storage", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Ray Train names this logger by file path: it echoes every report with all its metrics.
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """The Ray Train worker loop (see the module docstring)."""
+    _quiet_worker_logs()
+    spec = parse_spec(config["spec"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    tracker = Tracker(config["tracking_uri"]) if rank == 0 else None
+    run_id = config["run_id"]
+
+    # 1. Seeds and data: every worker builds the same global batches and takes its slice.
+    _seed(spec.training.seed)
+    dataset = train_dataset(spec)
+    entry = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name)
+    per_epoch = max(1, steps_per_epoch(dataset, spec.training.batch_size, entry.sampler, spec.training.seed))
+    steps = spec.training.steps or max(1, int(per_epoch * spec.training.epochs))
+
+    # 2. Model, loss (gathering across workers when world > 1) and optimiser.
+    model = load_model(spec.model, device=str(device))
+    if spec.max_seq_length:
+        model.max_seq_length = spec.max_seq_length
+    loss = build_loss(
+        spec.loss_config(), model, distributed=world > 1, load_model=partial(load_model, device=str(device))
+    )
+    loss.to(device)
+    parameters = trainable_parameters(loss)
+    optimizer = _optimizer(parameters, spec)
+    warmup = int(spec.training.warmup_ratio * steps)
+    scheduler = get_scheduler(spec.training.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    precision = spec.training.precision
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        if precision != "fp32"
+        else None
+    )
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    eval_sets = [load_eval(ref, spec) for ref in spec.eval]
+    dims = spec.evaluation.dims or spec.matryoshka_dims
+    evaluators = [build_evaluator(s, dims, spec.evaluation.batch_size) for s in eval_sets]
+
+    # 3. Resume: a restarted worker group continues from the last reported checkpoint.
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        start = _load_checkpoint(checkpoint, model, loss, optimizer, scheduler)
+        if tracker:
+            restarts = int(tracker.client.get_run(run_id).data.tags.get("lossweep.restarts", "0")) + 1
+            tracker.set_tags(run_id, {"lossweep.restarts": str(restarts), "lossweep.resumed_from_step": str(start)})
+
+    def report(step: int, train_metrics: dict[str, float], final: bool = False) -> None:
+        """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint."""
+        result = evaluate(model, evaluators, distributed=spec.evaluation.distributed and world > 1)
+        metrics = {"step": step, **train_metrics}
+        if result is not None:
+            metrics |= result.metrics
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                assert tracker is not None and result is not None
+                tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
+                if final and result.per_query:
+                    tracker.log_dict(run_id, result.per_query, "per_query_ndcg_at_10.json")
+                _save_checkpoint(Path(tmp), model, loss, optimizer, scheduler, step, metrics)
+                ckpt = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
+
+    if start == 0 and spec.evaluation.at_start and evaluators:
+        report(0, {})
+
+    # 4. Train.
+    model.train()
+    every = spec.evaluation.every_steps
+    log_every = spec.training.log_every_steps
+    window_start, window_steps, last_loss = time.perf_counter(), 0, float("nan")
+    for step, global_batch in batches(dataset, spec.training.batch_size, entry.sampler, spec.training.seed, start):
+        if step >= steps:
+            break
+        rows = dataset[shard(global_batch, rank, world)]
+        features, labels = collate(model, rows, device)
+        last_loss = train_step(
+            loss,
+            optimizer,
+            features,
+            labels,
+            parameters,
+            scheduler=scheduler,
+            max_grad_norm=spec.training.max_grad_norm,
+            autocast=autocast,
+            scaler=scaler,
+            step=step + 1,
+        )
+        window_steps += 1
+        done = step + 1
+        if tracker and (done % log_every == 0 or done == steps):
+            elapsed = time.perf_counter() - window_start
+            tracker.log_metrics(
+                run_id,
+                {
+                    "train/loss": last_loss,
+                    "train/learning_rate": scheduler.get_last_lr()[0],
+                    "train/samples_per_second": window_steps * spec.training.batch_size / elapsed,
+                    "train/epoch": done / per_epoch,
+                },
+                done,
+            )
+        if done % log_every == 0:
+            window_start, window_steps = time.perf_counter(), 0
+        if every and done % every == 0 and done < steps:
+            report(done, {"train/loss": last_loss})
+    report(steps, {"train/loss": last_loss}, final=True)
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+    run_url: str
+
+
+def ensure_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray (dashboard on 127.0.0.1)."""
+    if not ray.is_initialized():
+        ray.init(dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+
+
+def scaling_config(spec: Spec) -> ScalingConfig:
+    r = spec.resources
+    resources = {"CPU": r.cpus_per_worker} | ({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})
+    return ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources)
+
+
+def start_trial_run(
+    spec: Spec, tracker: Tracker, train_rows, *, parent_run_id: str | None = None, tags: dict | None = None
+) -> str:
+    """Create the trial's MLflow run: params (the resolved spec), provenance tags, the spec file."""
+    data = spec.to_dict()
+    data["mlflow"]["tracking_uri"] = redact(tracker.uri)
+    params = flatten(data) | {"loss.label": spec.loss_config().label()}
+    run_tags = provenance_tags(spec.hash(), fingerprint(train_rows)) | {"lossweep.loss": spec.loss_config().label()}
+    run_tags |= tags or {}
+    return tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
+
+
+def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks: list | None = None):
+    """Fit the TorchTrainer for one trial; a restarted worker group resumes from its last checkpoint."""
+    storage = str(Path(spec.output_dir).expanduser().resolve())
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        scaling_config=scaling_config(spec),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )
+    return trainer.fit()
+
+
+def train(spec: Spec, *, source: str = "spec", tracking_uri: str | None = None) -> TrialResult:
+    """Validate, create the MLflow run, train on Ray, close the run; the run holds every number."""
+    loaded = validate(spec, source)
+    spec = resolve_paths(spec)
+    uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
+    tracker = Tracker(uri)
+    run_id = start_trial_run(spec, tracker, loaded["train"])
+    ensure_ray()
+    try:
+        result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
+    except BaseException as error:
+        tracker.set_tags(run_id, {"lossweep.error": f"{type(error).__name__}: {error}"[:5000]})
+        tracker.end_run(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id))
+
+
+__all__ = ["EvalResult", "TrialResult", "headline", "train", "train_loop"]

@@ -1,0 +1,157 @@
+"""Experiment specs: every shipped file validates; bad specs fail with every error, before Ray starts."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from lossweep.sweep.inputs import validate
+from lossweep.sweep.spec import SpecError, load_spec, parse_spec
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_shipped_experiment_validates(path, data_dir, monkeypatch):
+    monkeypatch.setenv("LOSSWEEP_DATA_DIR", str(data_dir))
+    validate(load_spec(path), str(path))
+
+
+@pytest.fixture
+def good(data_dir, tiny_model_path) -> dict:
+    return {
+        "name": "unit",
+        "data_dir": str(data_dir),
+        "model": tiny_model_path,
+        "train": {"path": "cranfield", "split": "train"},
+        "eval": [{"type": "retrieval", "path": "cranfield", "split": "test"}],
+        "loss": {"name": "MultipleNegativesRankingLoss", "params": {"scale": 20.0}},
+        "training": {"batch_size": 8, "steps": 2},
+        "resources": {"workers": 2},
+    }
+
+
+def errors_of(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        validate(parse_spec(data, "bad.yaml"), "bad.yaml")
+    return caught.value.problems
+
+
+def test_the_good_spec_is_valid(good):
+    assert len(validate(parse_spec(good))["train"]) == 1003
+
+
+BAD_SPECS = {
+    "unknown loss": (
+        lambda s: s["loss"].update(name="MultipleNegativeRankingLoss"),
+        "loss.name: unknown loss 'MultipleNegativeRankingLoss': did you mean MultipleNegativesRankingLoss",
+    ),
+    "parameter of another loss": (
+        lambda s: s["loss"]["params"].update(margin=0.5),
+        "loss.params.margin: MultipleNegativesRankingLoss has no parameter 'margin'",
+    ),
+    "data without the loss's label": (
+        lambda s: s.update(loss={"name": "CoSENTLoss"}),
+        "train: CoSENTLoss cannot train on cranfield (split train): it needs a label column (a float similarity score)",
+    ),
+    "missing data folder": (
+        lambda s: s["train"].update(path="cranfeld"),
+        "cranfeld: no such file or folder (set LOSSWEEP_DATA_DIR or the spec's data_dir",
+    ),
+    "batch not divisible by workers": (
+        lambda s: s["training"].update(batch_size=9),
+        "training.batch_size: 9 is not divisible by resources.workers=2: each worker takes an equal share",
+    ),
+    "search range low > high": (
+        lambda s: s.update(sweep={"params": {"MultipleNegativesRankingLoss": {"scale": {"low": 50, "high": 10}}}}),
+        "sweep.params.MultipleNegativesRankingLoss.scale: low=50.0 > high=10.0; swap them",
+    ),
+    "unknown key": (
+        lambda s: s.update(trainig=s.pop("training")),
+        "trainig: unknown key; did you mean 'training'?",
+    ),
+    "negative steps": (
+        lambda s: s["training"].update(steps=-5),
+        "training.steps: -5 must be a positive number of optimizer steps",
+    ),
+    "wrong type": (
+        lambda s: s["training"].update(learning_rate="fast"),
+        "training.learning_rate: expected a number, got 'fast'",
+    ),
+    "matryoshka dim larger than the model": (
+        lambda s: s.update(matryoshka_dims=[64, 32]),
+        "matryoshka_dims: [64] exceed the model's embedding size 32; use sizes <= 32",
+    ),
+    "steps and epochs": (
+        lambda s: s["training"].update(epochs=1),
+        "training: set exactly one of steps or epochs",
+    ),
+    "unknown precision": (
+        lambda s: s["training"].update(precision="fp8"),
+        "training.precision: 'fp8' is not one of ['fp32', 'bf16', 'fp16']",
+    ),
+    "fp16 without a GPU": (
+        lambda s: s["training"].update(precision="fp16"),
+        "training.precision: fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32",
+    ),
+    "retrieval evaluation on a non-BEIR folder": (
+        lambda s: s["eval"][0].update(path="stsbenchmark"),
+        "stsbenchmark: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)",
+    ),
+    "missing required field": (
+        lambda s: s.pop("loss"),
+        "loss: required; set it to a mapping",
+    ),
+    "too few distinct texts for the batch": (
+        lambda s: s["train"].update(limit=40),
+        "training.batch_size: 40 training rows cannot fill one global batch of 8 with the no_duplicates sampler",
+    ),
+    "unknown split": (
+        lambda s: s["train"].update(split="dev"),
+        "no qrels for split 'dev'; splits found: ['test', 'train']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=str)
+def test_bad_spec_gives_a_clear_error_before_ray_starts(case, good):
+    change, expected = BAD_SPECS[case]
+    spec = copy.deepcopy(good)
+    change(spec)
+    problems = errors_of(spec)
+    assert any(expected in p for p in problems), f"{expected!r} not in {problems}"
+    assert not ray.is_initialized()
+
+
+def test_all_errors_are_reported_at_once(good):
+    spec = copy.deepcopy(good)
+    spec["training"].update(batch_size=9, steps=0)
+    spec["loss"]["params"]["scael"] = 3
+    problems = errors_of(spec)
+    assert len(problems) == 3
+    assert [p.split(":")[0] for p in problems] == ["training.batch_size", "training.steps", "loss.params.scael"]
+
+
+def test_cli_validate_exit_codes(good, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(good))
+    ok = subprocess.run(["lossweep", "validate", str(path)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid (MultipleNegativesRankingLoss, 1003 training rows)" in ok.stdout
+    good["training"]["batch_size"] = 9
+    path.write_text(yaml.safe_dump(good))
+    bad = subprocess.run(["lossweep", "validate", str(path)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"{path}: 1 error" in bad.stderr and "training.batch_size: 9 is not divisible" in bad.stderr
+
+
+def test_yaml_is_read_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+    assert not (tmp_path / "pwned").exists()
