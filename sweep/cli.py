@@ -124,6 +124,55 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_leaderboard(board, console: Console | None = None) -> None:
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"leaderboard: {board.mode}, {board.metric}")
+    for column in board.columns():
+        table.add_column(column)
+    for record in board.records():
+        table.add_row(*(str(v) for v in record))
+    console.print(table)
+    if board.test:
+        console.print(f"test: {board.test}")
+    console.print(board.verdict)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """Run (or --resume) a sweep; print the leaderboard and where the parent MLflow run is."""
+    from lossweep.sweep.spec import SpecError
+    from lossweep.sweep.tuning import run_sweep
+
+    try:
+        spec = _load(args.spec)
+        outcome = run_sweep(spec, source=args.spec, resume=args.resume, tracking_uri=args.tracking_uri)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    for note in outcome.notes:
+        print(f"note: {note}")
+    print_leaderboard(outcome.leaderboard)
+    print(f"sweep parent run: {outcome.run_url}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Re-render a sweep's leaderboard and plots from MLflow alone."""
+    from lossweep.sweep.report import SweepNotFound, report
+    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    try:
+        board, parent = report(tracker, args.sweep, log=not args.no_log)
+    except SweepNotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print_leaderboard(board)
+    print(f"sweep parent run: {tracker.run_url(parent)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("spec", help="path to an experiment YAML file")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///./mlflow.db)")
     train.set_defaults(func=train_command)
+
+    sweep = commands.add_parser(
+        "sweep", help="search or compare losses with Ray Tune + Optuna; MLflow parent/child runs"
+    )
+    sweep.add_argument("spec", help="path to an experiment YAML file with a sweep section")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///./mlflow.db)")
+    sweep.set_defaults(func=sweep_command)
+
+    report = commands.add_parser("report", help="rebuild a sweep's leaderboard and plots from MLflow")
+    report.add_argument("sweep", help="the sweep's name or its MLflow parent run id")
+    report.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
+    )
+    report.add_argument("--no-log", action="store_true", help="print only; do not re-log artifacts to the parent run")
+    report.set_defaults(func=report_command)
     return parser
 
 

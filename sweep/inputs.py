@@ -128,6 +128,25 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
     return loaded
 
 
+def complete_loss(spec: Spec, dataset: datasets.Dataset) -> Spec:
+    """Fill what the data determines: SoftmaxLoss's num_labels (the number of classes)."""
+    loss = spec.loss
+    target = loss.base if loss.base is not None else loss
+    if target.name != "SoftmaxLoss" or target.params.get("num_labels") is not None:
+        return spec
+    params = dict(target.params) | {"num_labels": num_classes(dataset)}
+    filled = type(target)(target.name, params, target.base)
+    return spec.replace(loss=filled if loss.base is None else type(loss)(loss.name, dict(loss.params), filled))
+
+
+def num_classes(dataset: datasets.Dataset) -> int:
+    """Classes of the label column: a ClassLabel's count, else the largest id + 1."""
+    feature = dataset.features.get("label")
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    return int(max(dataset["label"])) + 1
+
+
 def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
     """The batch the loss needs must be buildable from this data (e.g. enough distinct texts)."""
     sampler = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name).sampler

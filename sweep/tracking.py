@@ -132,6 +132,33 @@ class Tracker:
             self.client.log_text(run_id, yaml.safe_dump(dict(spec_data), sort_keys=False), "spec.yaml")
         return run_id
 
+    def find_child(self, parent_run_id: str, trial_id: str) -> str | None:
+        """The child run a Tune trial already created (so a resumed trial continues it)."""
+        parent = self.client.get_run(parent_run_id)
+        runs = self.client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`lossweep.trial_id` = '{trial_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def children(self, parent_run_id: str) -> list:
+        """Every child run of a parent run, oldest first."""
+        parent = self.client.get_run(parent_run_id)
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [parent.info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=500,
+                page_token=token,
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step) for key, value in metrics.items()]

@@ -38,7 +38,7 @@ from lossweep.losses import build_loss, get_entry
 
 from .data import fingerprint
 from .evaluate import EvalResult, build_evaluator, evaluate, headline
-from .inputs import load_eval, resolve_paths, train_dataset, validate
+from .inputs import complete_loss, load_eval, resolve_paths, train_dataset, validate
 from .models import load_model
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, parse_spec
@@ -243,13 +243,13 @@ def scaling_config(spec: Spec) -> ScalingConfig:
 
 
 def start_trial_run(
-    spec: Spec, tracker: Tracker, train_rows, *, parent_run_id: str | None = None, tags: dict | None = None
+    spec: Spec, tracker: Tracker, data_fingerprint: str, *, parent_run_id: str | None = None, tags: dict | None = None
 ) -> str:
     """Create the trial's MLflow run: params (the resolved spec), provenance tags, the spec file."""
     data = spec.to_dict()
     data["mlflow"]["tracking_uri"] = redact(tracker.uri)
     params = flatten(data) | {"loss.label": spec.loss_config().label()}
-    run_tags = provenance_tags(spec.hash(), fingerprint(train_rows)) | {"lossweep.loss": spec.loss_config().label()}
+    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {"lossweep.loss": spec.loss_config().label()}
     run_tags |= tags or {}
     return tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
 
@@ -275,10 +275,10 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
 def train(spec: Spec, *, source: str = "spec", tracking_uri: str | None = None) -> TrialResult:
     """Validate, create the MLflow run, train on Ray, close the run; the run holds every number."""
     loaded = validate(spec, source)
-    spec = resolve_paths(spec)
+    spec = complete_loss(resolve_paths(spec), loaded["train"])
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     tracker = Tracker(uri)
-    run_id = start_trial_run(spec, tracker, loaded["train"])
+    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]))
     ensure_ray()
     try:
         result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")

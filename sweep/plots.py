@@ -1,0 +1,80 @@
+"""The sweep's figures: score per loss with CI bars, score against Matryoshka size, optimisation history."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def sweep_figures(board) -> dict[str, plt.Figure]:
+    """File name -> figure, for the parent run's artifacts."""
+    return {
+        "plots/score_by_loss.png": _score_by_loss(board),
+        "plots/score_by_dim.png": _score_by_dim(board),
+        "plots/history.png": _history(board),
+    }
+
+
+def _score_by_loss(board) -> plt.Figure:
+    rows = [r for r in board.rows if not math.isnan(r.mean)]
+    figure, axis = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    errors = [0 if math.isnan(r.ci95) else r.ci95 for r in rows]
+    axis.barh([r.loss for r in rows][::-1], [r.mean for r in rows][::-1], xerr=errors[::-1], capsize=4)
+    axis.set_xlabel(board.metric + (" (mean, 95% CI)" if board.mode == "compare" else " (best trial)"))
+    axis.set_title(f"{board.mode}: score per loss")
+    figure.tight_layout()
+    return figure
+
+
+def _score_by_dim(board) -> plt.Figure:
+    """Each loss's headline metric at every evaluated embedding size (its best run)."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    runs = {r.info.run_id: r for r in board.runs}
+    pattern = re.compile(re.escape(board.metric) + r"/dim_(\d+)$")
+    for row in board.rows:
+        run = runs.get(row.best_run_id)
+        if run is None:
+            continue
+        points = sorted((int(m.group(1)), v) for k, v in run.data.metrics.items() if (m := pattern.match(k)))
+        if points:
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row.loss)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("embedding size (Matryoshka truncation)")
+    axis.set_ylabel(board.metric)
+    axis.set_title("score against embedding size")
+    if axis.lines:
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _history(board) -> plt.Figure:
+    """Every trial's final (or, if stopped, last) score in start order, and the running best."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    by_loss = defaultdict(list)
+    best, running = -math.inf, []
+    for index, run in enumerate(board.runs):
+        value = run.data.metrics.get(board.metric)
+        if value is None:
+            continue
+        by_loss[run.data.tags.get("lossweep.loss", "?")].append((index, value))
+        if run.data.tags.get("lossweep.trial_state") == "completed":
+            best = max(best, value)
+        running.append((index, best))
+    for loss, points in by_loss.items():
+        axis.scatter([p[0] for p in points], [p[1] for p in points], label=loss, s=18)
+    finite = [(i, b) for i, b in running if b > -math.inf]
+    if finite:
+        axis.step([p[0] for p in finite], [p[1] for p in finite], where="post", color="black", label="best completed")
+    axis.set_xlabel("trial (start order)")
+    axis.set_ylabel(board.metric)
+    axis.set_title("optimisation history")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,47 @@
+"""`lossweep report`: a sweep's leaderboard and plots, rebuilt from its MLflow runs alone."""
+
+from __future__ import annotations
+
+import re
+
+from mlflow.entities import ViewType
+
+from .leaderboard import Leaderboard, build_leaderboard, sweep_runs
+from .tracking import Tracker
+
+
+class SweepNotFound(LookupError):
+    """No sweep parent run matches the name or id; the message says where it looked."""
+
+
+def find_sweep(tracker: Tracker, sweep: str):
+    """The parent run of a sweep, by run id or by sweep name (the most recent with that name)."""
+    if re.fullmatch(r"[0-9a-f]{32}", sweep):
+        run = tracker.client.get_run(sweep)
+        if run.data.tags.get("lossweep.role") != "sweep":
+            raise SweepNotFound(f"run {sweep} is not a lossweep sweep (no tag lossweep.role=sweep)")
+        return run
+    experiments = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    runs = tracker.client.search_runs(
+        experiments,
+        filter_string=f"tags.`lossweep.role` = 'sweep' and tags.`lossweep.sweep` = '{sweep}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise SweepNotFound(
+            f"no sweep named {sweep!r} in {tracker.uri}; pass its parent run id or check --tracking-uri"
+        )
+    return runs[0]
+
+
+def report(tracker: Tracker, sweep: str, log: bool = True) -> tuple[Leaderboard, str]:
+    """Rebuild the leaderboard (and, with `log`, re-render its artifacts on the parent run)."""
+    parent = find_sweep(tracker, sweep)
+    tags = parent.data.tags
+    board = build_leaderboard(
+        sweep_runs(tracker, parent.info.run_id), tags["lossweep.metric"], tags["lossweep.mode"], tracker
+    )
+    if log:
+        board.log(tracker, parent.info.run_id)
+    return board, parent.info.run_id

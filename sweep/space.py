@@ -1,0 +1,259 @@
+"""The search space of a sweep: which losses, which of their hyperparameters, which shared settings.
+
+Ranges default to the registry's and may be narrowed in the spec. The space is conditional: a trial
+only samples the parameters of the loss it picked, written as plain `if`s in an Optuna define-by-run
+function. Optuna keys are `loss`, `<Loss>/<param>` and `shared/<name>`; Tune turns the `/` into
+nesting, so a trial's config reads `{"loss": ..., "<Loss>": {...}, "shared": {...}}`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import optuna
+
+from lossweep.losses import LOSSES, LossConfig, fit_report, get_entry
+from lossweep.losses.params import Param
+
+from .spec import LossSpec, ParamRange, Spec
+
+# Losses that compute the same objective as another entry (GradCache only changes memory use): a
+# sweep over "all" keeps one of each pair, so the budget goes to distinct objectives.
+SAME_OBJECTIVE = {
+    "CachedMultipleNegativesRankingLoss": "MultipleNegativesRankingLoss",
+    "CachedMultipleNegativesSymmetricRankingLoss": "MultipleNegativesSymmetricRankingLoss",
+    "CachedGISTEmbedLoss": "GISTEmbedLoss",
+}
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searched value: a float/int range or a categorical over JSON-able choices."""
+
+    name: str
+    kind: str  # "float" | "int" | "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: optuna.Trial, key: str) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(key, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
+        encoded = [_encode(c) for c in self.choices]
+        return _decode(trial.suggest_categorical(key, encoded))
+
+    def grid(self) -> list[Any]:
+        if self.kind != "categorical":
+            raise ValueError(f"{self.name}: a grid sweep needs explicit choices for every searched parameter")
+        return list(self.choices)
+
+
+def _encode(value: Any) -> Any:
+    """Optuna categoricals take None, bool, int, float, str: lists and tuples travel as JSON."""
+    return json.dumps(list(value)) if isinstance(value, (list, tuple)) else value
+
+
+def _decode(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+
+
+def _dim_from_param(param: Param) -> Dim:
+    if param.kind in ("float", "int") and param.search:
+        low, high = param.search
+        return Dim(param.name, param.kind, low, high, param.log)
+    return Dim(param.name, "categorical", choices=tuple(param.search))
+
+
+def _dim_from_range(name: str, rng: ParamRange, kind: str) -> Dim:
+    if rng.choices is not None:
+        return Dim(name, "categorical", choices=tuple(rng.choices))
+    return Dim(name, "int" if kind == "int" else "float", rng.low, rng.high, rng.log)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A loss a sweep may pick: its fixed parameters, and the dimensions searched for it."""
+
+    config: LossConfig
+    dims: tuple[Dim, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+SHARED_KINDS = {"learning_rate": "float", "batch_size": "int", "warmup_ratio": "float", "weight_decay": "float"}
+
+
+@dataclass(frozen=True)
+class Space:
+    candidates: tuple[Candidate, ...]
+    shared: tuple[Dim, ...] = field(default_factory=tuple)
+
+    def describe(self) -> dict[str, Any]:
+        """The space as data, for the parent run's `search_space.json`."""
+
+        def dim(d: Dim) -> dict:
+            return {"kind": d.kind, "low": d.low, "high": d.high, "log": d.log, "choices": list(d.choices)}
+
+        return {
+            "losses": {
+                c.name: {"fixed": dict(c.config.params), "searched": {d.name: dim(d) for d in c.dims}}
+                for c in self.candidates
+            },
+            "shared": {d.name: dim(d) for d in self.shared},
+        }
+
+    def only(self, name: str) -> Space:
+        return Space(tuple(c for c in self.candidates if c.name == name), self.shared)
+
+
+def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Candidate], list[str]]:
+    """The sweep's losses with their searched dimensions, and notes on losses left out of 'all'."""
+    sweep = spec.sweep
+    notes: list[str] = []
+    if sweep.losses == "all":
+        if train is not None:
+            fitting = [f.loss for f in fit_report(train) if f.ok]
+        else:
+            fitting = [name for name, entry in LOSSES.items() if not entry.modifier]
+        configs = []
+        for name in fitting:
+            entry = get_entry(name)
+            if name in SAME_OBJECTIVE and SAME_OBJECTIVE[name] in fitting:
+                notes.append(
+                    f"{name} left out: same objective as {SAME_OBJECTIVE[name]} (GradCache changes memory only)"
+                )
+            elif any(p.name == "guide" for p in entry.params):
+                notes.append(f"{name} left out: it needs a guide model; list it in sweep.losses with params.guide")
+            else:
+                configs.append(LossConfig(name))
+    else:
+        configs = [LossConfig(item) if isinstance(item, str) else item.config() for item in sweep.losses]
+    candidates = []
+    for config in configs:
+        entry = get_entry(config.name)
+        overrides = sweep.params.get(config.name, {})
+        dims = []
+        for param in entry.params:
+            if param.name in config.params:
+                continue  # fixed by the spec
+            if param.name in overrides:
+                dims.append(_dim_from_range(param.name, overrides[param.name], param.kind))
+            elif param.tune and param.search:
+                dims.append(_dim_from_param(param))
+        candidates.append(Candidate(config, tuple(dims)))
+    return candidates, notes
+
+
+def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list[str]]:
+    candidates, notes = candidates_for(spec, train)
+    shared = []
+    for name, rng in spec.sweep.shared.items():
+        kind = SHARED_KINDS.get(name, "categorical")
+        shared.append(
+            _dim_from_range(name, rng, kind)
+            if kind != "categorical"
+            else Dim(name, "categorical", choices=tuple(rng.choices or ()))
+        )
+    return Space(tuple(candidates), tuple(shared)), notes
+
+
+class DefineByRun:
+    """The Optuna define-by-run space: pick a loss, then only that loss's parameters, then shared ones.
+
+    A class (not a closure) so that Tune can pickle it with the searcher's state for `--resume`.
+    """
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        names = [c.name for c in self.space.candidates]
+        loss = trial.suggest_categorical("loss", names) if len(names) > 1 else names[0]
+        candidate = self.space.candidates[names.index(loss)]
+        constants: dict[str, Any] = {} if len(names) > 1 else {"loss": loss}
+        values = dict(candidate.config.params)
+        for dim in candidate.dims:
+            allowed = valid_choices(candidate.name, dim, values)
+            if allowed is None:
+                values[dim.name] = dim.suggest(trial, f"{loss}/{dim.name}")
+            else:  # an earlier pick leaves one valid value (e.g. GTE directions need partition_mode joint)
+                values[dim.name] = constants[f"{loss}/{dim.name}"] = _encode(allowed)
+        for dim in self.space.shared:
+            dim.suggest(trial, f"shared/{dim.name}")
+        return constants or None
+
+
+def valid_choices(loss: str, dim: Dim, values: dict[str, Any]) -> Any | None:
+    """None when every choice of `dim` is valid given `values`; else the one valid choice.
+
+    Uses the registry's own cross-parameter constraints, so a trial never samples a combination
+    the loss would refuse. Optuna needs a fixed set of choices per name, so a restricted dimension
+    is fixed rather than sampled from a subset.
+    """
+    entry = get_entry(loss)
+    if dim.kind != "categorical" or entry.constraints is None:
+        return None
+    defaults = entry.defaults()
+    valid = [c for c in dim.choices if not entry.constraints(defaults | values | {dim.name: _as_param(c)})]
+    if len(valid) == len(dim.choices):
+        return None
+    if not valid:
+        raise ValueError(f"{loss}: no value of {dim.name} is valid with {values}")
+    return valid[0]
+
+
+def _as_param(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def decode_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Undo the JSON encoding of list-valued choices in a trial config (nested as Tune gives it)."""
+    return {k: decode_config(v) if isinstance(v, dict) else _decode(v) for k, v in config.items()}
+
+
+def grid_configs(space: Space) -> list[dict[str, Any]]:
+    """Every combination of choices, loss by loss (a grid needs choices for every dimension)."""
+    configs = []
+    for candidate in space.candidates:
+        dims = list(candidate.dims) + list(space.shared)
+        entry = get_entry(candidate.name)
+        for values in itertools.product(*(d.grid() for d in dims)):
+            config: dict[str, Any] = {"loss": candidate.name, candidate.name: {}, "shared": {}}
+            for dim, value in zip(dims, values, strict=True):
+                target = config["shared"] if dim in space.shared else config[candidate.name]
+                target[dim.name] = value
+            params = (
+                entry.defaults()
+                | dict(candidate.config.params)
+                | {k: _as_param(v) for k, v in config[candidate.name].items()}
+            )
+            if entry.constraints is None or not entry.constraints(params):
+                configs.append(config)
+    return configs
+
+
+def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | None = None) -> Spec:
+    """The spec one trial trains: the chosen loss with its sampled parameters and shared settings."""
+    config = decode_config(config)
+    name = config["loss"]
+    candidate = next(c for c in space.candidates if c.name == name)
+    params = dict(candidate.config.params) | dict(config.get(name) or {})
+    base = candidate.config.base
+    loss = LossSpec(name, params, None if base is None else LossSpec(base.name, dict(base.params)))
+    shared = dict(config.get("shared") or {})
+    dims = shared.pop("matryoshka_dims", spec.matryoshka_dims)
+    training = spec.training
+    changes = {k: shared[k] for k in ("learning_rate", "batch_size", "warmup_ratio", "weight_decay") if k in shared}
+    if seed is not None:
+        changes["seed"] = seed
+    training = type(training)(**{**training.__dict__, **changes})
+    return spec.replace(loss=loss, training=training, matryoshka_dims=tuple(dims) if dims else None, sweep=None)

@@ -1,0 +1,178 @@
+"""Sweeps on local Ray: search (TPE + ASHA), compare (equal budgets, seeds, CIs, paired tests), resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from lossweep.losses import get_entry
+from lossweep.sweep.report import report
+from lossweep.sweep.spec import parse_spec
+from lossweep.sweep.tracking import Tracker
+from lossweep.sweep.tuning import run_sweep
+
+METRIC = "eval/nli/cosine_accuracy"
+
+
+def sweep_spec(data_dir, model, tmp_path, sweep: dict, name: str) -> dict:
+    return {
+        "name": name,
+        "data_dir": str(data_dir),
+        "model": model,
+        "train": {"path": "snli", "split": "dev", "view": "triplets", "limit": 300},
+        "eval": [{"type": "triplet", "path": "snli", "split": "test", "view": "triplets", "limit": 200, "name": "nli"}],
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 16, "steps": 4, "learning_rate": 1e-3, "log_every_steps": 2},
+        "evaluation": {"every_steps": 2, "at_start": False},
+        "resources": {"workers": 1},
+        "output_dir": str(tmp_path / "runs"),
+        "mlflow": {"experiment": name},
+        "sweep": sweep,
+    }
+
+
+def children(uri: str, parent: str) -> list:
+    return Tracker(uri).children(parent)
+
+
+@pytest.mark.slow
+def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir, tiny_model_path, tmp_path):
+    sweep = {
+        "mode": "search",
+        "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+        "trials": 5,
+        "shared": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+        # reduction_factor 4: at the step-2 rung a trial goes on only if it is in the top quarter so far.
+        "reduction_factor": 4,
+        "seed": 3,
+    }
+    spec = parse_spec(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-search"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(spec, tracking_uri=uri)
+
+    client = MlflowClient(uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.tags["lossweep.role"] == "sweep" and parent.data.tags["lossweep.mode"] == "search"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "leaderboard.csv",
+        "leaderboard.md",
+        "search_space.json",
+        "plots",
+    }
+    runs = children(uri, parent.info.run_id)
+    assert len(runs) == 5
+    losses = {r.data.tags["lossweep.loss"] for r in runs}
+    assert losses == {"MultipleNegativesRankingLoss", "TripletLoss"}
+    for run in runs:
+        own = {p.name for p in get_entry(run.data.tags["lossweep.loss"]).params}
+        sampled = {k.removeprefix("loss.params.") for k in run.data.params if k.startswith("loss.params.")}
+        assert sampled and sampled <= own, (run.data.tags["lossweep.loss"], sampled - own)
+        assert run.data.tags["lossweep.trial_state"] in ("completed", "pruned")
+        assert run.info.status == "FINISHED"
+    pruned = [r for r in runs if r.data.tags["lossweep.trial_state"] == "pruned"]
+    assert pruned, "ASHA stopped no trial"
+    for run in pruned:
+        # Tune's view: the last result it acted on. (A tiny trial may log a later step before it is
+        # stopped; only completed trials count in the leaderboard.)
+        assert int(run.data.tags["lossweep.last_step"]) < 4
+    board = outcome.leaderboard
+    assert board.best is not None and board.best.loss in losses
+    assert board.best.mean == max(
+        r.data.metrics[METRIC] for r in runs if r.data.tags["lossweep.trial_state"] == "completed"
+    )
+
+
+@pytest.mark.slow
+def test_compare_sweep_leaderboard_with_seeds_cis_and_significance(ray_local, data_dir, tiny_model_path, tmp_path):
+    sweep = {
+        "mode": "compare",
+        "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+        "trials": 1,
+        "seeds": 2,
+        "max_concurrent": 2,
+        "scheduler": "none",
+    }
+    spec = parse_spec(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-compare"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(spec, tracking_uri=uri)
+
+    board = outcome.leaderboard
+    assert [row.n for row in board.rows] == [2, 2]
+    best, other = board.rows
+    assert best.mean >= other.mean and best.ci95 >= 0 and other.std >= 0
+    assert other.p_value is not None and 0 <= other.p_value <= 1 and other.distinguishable == (other.p_value < 0.05)
+    assert board.test.startswith("paired t-test over seeds")
+    assert ("NOT distinguishable" in board.verdict) != other.distinguishable
+    runs = children(uri, outcome.parent_run_id)
+    phases = [r.data.tags["lossweep.phase"] for r in runs]
+    assert sorted(phases) == ["seeds"] * 4 + ["tune-MultipleNegativesRankingLoss", "tune-TripletLoss"]
+    seeds = sorted(int(r.data.tags["lossweep.seed"]) for r in runs if r.data.tags["lossweep.phase"] == "seeds")
+    assert seeds == [1042, 1042, 1043, 1043]  # fresh seeds, not the tuning seed: no winner's curse
+    # The same leaderboard comes back from MLflow alone.
+    again, parent = report(Tracker(uri), "unit-compare", log=False)
+    assert parent == outcome.parent_run_id
+    assert [(r.loss, r.n, round(r.mean, 9)) for r in again.rows] == [
+        (r.loss, r.n, round(r.mean, 9)) for r in board.rows
+    ]
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path, tmp_path):
+    sweep = {
+        "mode": "search",
+        "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+        "trials": 4,
+        "scheduler": "none",
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-resume")))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = ["lossweep", "sweep", str(path), "--tracking-uri", uri]
+
+    # Given a sweep interrupted with Ctrl-C once its first trial has finished
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    client = MlflowClient(uri)
+    finished_before = _wait_for_finished_trial(client, first)
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode == 130, output[-3000:]
+    assert "resume: lossweep sweep" in output
+
+    # When it is resumed
+    second = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    # Then every trial ran once, in one MLflow run, and the finished ones were not rerun
+    parent = json.loads((tmp_path / "runs" / "unit-resume" / "sweep.json").read_text())["parent_run_id"]
+    runs = children(uri, parent)
+    trial_ids = [r.data.tags["lossweep.trial_id"] for r in runs]
+    assert len(runs) == 4 and len(set(trial_ids)) == 4
+    assert all(r.data.tags["lossweep.trial_state"] == "completed" for r in runs)
+    for run_id, end_time in finished_before.items():
+        run = client.get_run(run_id)
+        assert run.info.end_time == end_time
+        steps = [m.step for m in client.get_metric_history(run_id, METRIC)]
+        assert steps == sorted(set(steps)), "a finished trial was trained again"
+
+
+def _wait_for_finished_trial(client: MlflowClient, process: subprocess.Popen, timeout: float = 600) -> dict[str, int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        try:
+            runs = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                filter_string="tags.`lossweep.trial_state` = 'completed'",
+            )
+        except Exception:  # the store may not exist yet
+            runs = []
+        if runs:
+            return {r.info.run_id: r.info.end_time for r in runs}
+        time.sleep(2)
+    raise AssertionError("no trial finished in time")
