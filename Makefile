@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 quickstart: install
-	$(BIN)/lossweep losses --data $(DATA)/stsbenchmark
+	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/lossweep sweep experiments/quickstart.yaml --resume
 
 lint: install
 	$(BIN)/ruff check .

@@ -102,7 +102,12 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
     except ModelError as error:
         problems.append(f"model: {error}")
     dim = model_dimension(spec.model)
-    for field, dims in (("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", spec.evaluation.dims)):
+    searched = spec.sweep.shared.get("matryoshka_dims") if spec.sweep else None
+    candidates = [("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", spec.evaluation.dims)]
+    candidates += (
+        [("sweep.shared.matryoshka_dims.choices", c) for c in (searched.choices or ()) if c] if searched else []
+    )
+    for field, dims in candidates:
         too_big = [x for x in dims or () if dim is not None and x > dim]
         if too_big:
             problems.append(f"{field}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")

@@ -296,6 +296,18 @@ SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio
 
 
 def _check_sweep(sweep: SweepSpec, spec: Spec, problems: Problems) -> None:
+    if not spec.eval:
+        problems.add("eval", "a sweep needs at least one evaluation set to rank trials")
+    if spec.training.steps is None:
+        problems.add("training.epochs", "sweeps compare trials on a fixed budget; set training.steps instead")
+    if sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
+        problems.add("evaluation.every_steps", "ASHA stops trials at intermediate evaluations; set every_steps > 0")
+    labels = [ref.label for ref in spec.eval]
+    if sweep.metric and not any(sweep.metric.startswith(f"eval/{label}/") for label in labels):
+        problems.add(
+            "sweep.metric",
+            f"{sweep.metric!r} is not a metric of the eval sets {labels}; names start eval/<set>/",
+        )
     names = []
     if sweep.losses != "all":
         for i, item in enumerate(sweep.losses):

@@ -54,21 +54,6 @@ def sweep_metric(spec: Spec) -> str:
     return headline(first.type, first.label)
 
 
-def sweep_problems(spec: Spec) -> list[str]:
-    """What a sweep needs beyond a valid trial: a section, an eval set, a fixed step budget."""
-    problems = []
-    if spec.sweep is None:
-        problems.append("sweep: missing; add a sweep section (mode, losses, trials...)")
-        return problems
-    if not spec.eval:
-        problems.append("eval: a sweep needs at least one evaluation set to rank trials")
-    if spec.training.steps is None:
-        problems.append("training.epochs: sweeps compare trials on a fixed budget; set training.steps instead")
-    if spec.sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
-        problems.append("evaluation.every_steps: ASHA stops trials at intermediate evaluations; set every_steps > 0")
-    return problems
-
-
 # --- One trial ---------------------------------------------------------------------------------------
 
 
@@ -220,9 +205,8 @@ def run_sweep(
     spec: Spec, *, source: str = "spec", resume: bool = False, tracking_uri: str | None = None
 ) -> SweepOutcome:
     """Run (or resume) the sweep a spec describes; returns the leaderboard and the parent run."""
-    problems = sweep_problems(spec)
-    if problems:
-        raise SpecError(source, problems)
+    if spec.sweep is None:
+        raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded["train"])
     root = Path(spec.output_dir) / spec.name
