@@ -9,6 +9,8 @@ BIN    = $(VENV)/bin
 TORCH ?= torch==2.13.0
 DATA  ?= ../shared/data
 PYTEST_ARGS ?=
+# Tests and the quickstart call the lossweep, ray and mlflow commands of this environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install quickstart test lint clean
 

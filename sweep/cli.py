@@ -173,6 +173,48 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce_command(args: argparse.Namespace) -> int:
+    """Re-run one trial from its MLflow run; exit 0 when every metric matches within the tolerance."""
+    from lossweep.sweep.reproduce import ProvenanceMismatch, reproduce
+    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    try:
+        outcome = reproduce(tracker, args.run_id, force=args.force, tolerance=args.tolerance)
+    except ProvenanceMismatch as error:
+        print(f"run {args.run_id} cannot be reproduced as recorded:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print("nothing was run; pass --force to run anyway and see how far the metrics move", file=sys.stderr)
+        return 2
+    for warning in outcome.warnings:
+        print(f"warning: {warning}")
+    for name, diff in outcome.differences.items():
+        print(f"  {name}: max |difference| {diff:.3g}")
+    verdict = "MATCH" if outcome.matched else "MISMATCH"
+    print(f"{verdict}: max difference {outcome.max_difference:.3g} (tolerance {outcome.tolerance:g})")
+    print(f"new run: {tracker.run_url(outcome.run_id)}")
+    return 0 if outcome.matched else 1
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Export a sweep's best trial (or a trial run) as a sentence-transformers model folder."""
+    from lossweep.sweep.export import ExportError, export
+    from lossweep.sweep.report import SweepNotFound
+    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    try:
+        exported = export(tracker, args.sweep, args.dir, log_to_mlflow=not args.no_mlflow)
+    except (ExportError, SweepNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"exported run {exported.run_id} to {exported.path} (SentenceTransformer({str(exported.path)!r}))")
+    if exported.model_uri:
+        print(f"logged to MLflow: {exported.model_uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--no-log", action="store_true", help="print only; do not re-log artifacts to the parent run")
     report.set_defaults(func=report_command)
+
+    reproduce = commands.add_parser("reproduce", help="re-run one trial from its MLflow run and compare the metrics")
+    reproduce.add_argument("run_id", help="the MLflow run id of a trial (lossweep train, or a sweep's child run)")
+    reproduce.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
+    )
+    reproduce.add_argument(
+        "--tolerance", type=float, default=1e-6, help="largest allowed metric difference (default 1e-6)"
+    )
+    reproduce.add_argument("--force", action="store_true", help="run even if the data or package versions differ")
+    reproduce.set_defaults(func=reproduce_command)
+
+    export = commands.add_parser("export", help="export a sweep's best model as a sentence-transformers folder")
+    export.add_argument("sweep", help="the sweep's name or parent run id (or a trial's run id)")
+    export.add_argument("dir", help="an empty or new folder for the model")
+    export.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
+    )
+    export.add_argument(
+        "--no-mlflow", action="store_true", help="do not log the model with MLflow's sentence-transformers flavour"
+    )
+    export.set_defaults(func=export_command)
     return parser
 
 

@@ -35,6 +35,35 @@ def resolve_tracking_uri(spec_uri: str | None, override: str | None = None) -> s
     return override or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_tracking_uri()
 
 
+def worker_tracking_uri(uri: str) -> str:
+    """The tracking URI as Ray workers on other machines must see it.
+
+    A server the driver reaches at localhost runs on the driver's machine; workers reach it at that
+    machine's address. (A SQLite file is only reachable where the file is: use a server on clusters.)
+    """
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost"):
+        import ray
+
+        if ray.is_initialized():
+            netloc = parts.netloc.replace(parts.hostname, ray.util.get_node_ip_address(), 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts in `mlartifacts/` beside the database file.
+
+    MLflow's default is `./mlruns` relative to the working directory at creation time, which under
+    `ray job submit` is a temporary copy of the working dir that Ray deletes: runs would lose their
+    artifacts. A server store keeps its own artifact root (None).
+    """
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).expanduser()
+        return (database.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def redact(uri: str) -> str:
     """A URI without any user:password part, safe to log."""
     parts = urlsplit(uri)
@@ -109,7 +138,9 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return self.client.create_experiment(name)
+        # Model training, not GenAI: the MLflow UI then opens on the runs table, parents and children.
+        tags = {"mlflow.experimentKind": "custom_model_development"}
+        return self.client.create_experiment(name, artifact_location=local_artifact_root(self.uri), tags=tags)
 
     def start_run(
         self,

@@ -43,7 +43,7 @@ from .models import load_model
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, parse_spec
 from .step import collate, train_step, trainable_parameters
-from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
+from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri, worker_tracking_uri
 
 
 def _seed(seed: int) -> None:
@@ -259,7 +259,7 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
     storage = str(Path(spec.output_dir).expanduser().resolve())
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri},
+        train_loop_config={"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": worker_tracking_uri(tracking_uri)},
         scaling_config=scaling_config(spec),
         run_config=RunConfig(
             name=name,
@@ -272,13 +272,15 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
     return trainer.fit()
 
 
-def train(spec: Spec, *, source: str = "spec", tracking_uri: str | None = None) -> TrialResult:
+def train(
+    spec: Spec, *, source: str = "spec", tracking_uri: str | None = None, tags: dict[str, str] | None = None
+) -> TrialResult:
     """Validate, create the MLflow run, train on Ray, close the run; the run holds every number."""
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded["train"])
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     tracker = Tracker(uri)
-    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]))
+    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), tags=tags)
     ensure_ray()
     try:
         result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
@@ -286,9 +288,12 @@ def train(spec: Spec, *, source: str = "spec", tracking_uri: str | None = None) 
         tracker.set_tags(run_id, {"lossweep.error": f"{type(error).__name__}: {error}"[:5000]})
         tracker.end_run(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
-    tracker.end_run(run_id, "FINISHED")
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     checkpoint = result.checkpoint.path if result.checkpoint else None
+    tracker.set_tags(
+        run_id, {"lossweep.trial_state": "completed"} | ({"lossweep.checkpoint": checkpoint} if checkpoint else {})
+    )
+    tracker.end_run(run_id, "FINISHED")
     return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id))
 
 

@@ -1,0 +1,131 @@
+"""`lossweep export SWEEP DIR`: the best trial of a sweep as a sentence-transformers model folder.
+
+The folder loads with `SentenceTransformer(DIR)`, carries a model card naming the loss and its
+parameters, the data and the scores, and the model is also logged to the best trial's MLflow run with
+MLflow's sentence-transformers flavour.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from sentence_transformers import SentenceTransformer
+
+from .report import find_sweep
+from .tracking import Tracker, redact
+
+
+class ExportError(RuntimeError):
+    """Nothing to export; the message says why and what to run first."""
+
+
+@dataclass
+class Exported:
+    run_id: str
+    path: Path
+    model_uri: str
+
+
+def best_run(tracker: Tracker, sweep_or_run: str):
+    """The run to export: a sweep's best trial (by name or parent id), or a trial run id itself."""
+    try:
+        run = tracker.client.get_run(sweep_or_run)
+    except Exception:  # not a run id: a sweep name
+        run = None
+    if run is None or run.data.tags.get("lossweep.role") == "sweep":
+        parent = run or find_sweep(tracker, sweep_or_run)
+        best_id = parent.data.tags.get("lossweep.best_run_id")
+        if not best_id:
+            raise ExportError(
+                f"sweep {parent.info.run_name!r} has no best trial yet; finish it (lossweep sweep ... --resume)"
+            )
+        run = tracker.client.get_run(best_id)
+    return run
+
+
+def model_card(run, metrics: dict[str, float]) -> str:
+    params = run.data.params
+    loss_params = {
+        k.removeprefix("loss."): v
+        for k, v in sorted(params.items())
+        if k.startswith("loss.params.") or k.startswith("loss.base.")
+    }
+    label = params.get("loss.label", params.get("loss.name", "?"))
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, lossweep, " + params.get("loss.name", "loss") + "]",
+        "---",
+        "",
+        f"# {run.info.run_name}",
+        "",
+        f"Fine-tuned from `{params.get('model', '?')}` by lossweep with **{label}**.",
+        "",
+        "## Loss and parameters",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in loss_params.items()],
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[
+            f"| {k} | {params[k]} |"
+            for k in sorted(params)
+            if k.startswith(("training.", "resources.", "matryoshka_dims"))
+        ],
+        f"| data | {params.get('train.path') or params.get('train.hub')} (split {params.get('train.split')}) |",
+        f"| data fingerprint | {run.data.tags.get('lossweep.data_fingerprint', '?')} |",
+        "",
+        "## Evaluation (final step)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith("eval/")],
+        "",
+        f"MLflow run `{run.info.run_id}`; reproduce it with `lossweep reproduce {run.info.run_id}`.",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('path/to/this/folder')",
+        "embeddings = model.encode(['a sentence'])",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlflow: bool = True) -> Exported:
+    run = best_run(tracker, sweep_or_run)
+    checkpoint = run.data.tags.get("lossweep.checkpoint")
+    if not checkpoint or not (Path(checkpoint) / "model" / "modules.json").is_file():
+        raise ExportError(
+            f"run {run.info.run_id} has no model checkpoint on this machine (tag lossweep.checkpoint={checkpoint!r}); "
+            "export where the sweep's output_dir is reachable"
+        )
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not empty; choose a new folder")
+    shutil.copytree(Path(checkpoint) / "model", out, dirs_exist_ok=True)
+    (out / "README.md").write_text(model_card(run, run.data.metrics), encoding="utf-8")
+    (out / "lossweep.json").write_text(
+        json.dumps(
+            {"run_id": run.info.run_id, "tracking_uri": redact(tracker.uri), "params": run.data.params}, indent=2
+        )
+    )
+    model = SentenceTransformer(str(out), device="cpu")  # proves the folder loads
+    model_uri = ""
+    if log_to_mlflow:
+        mlflow.set_tracking_uri(tracker.uri)
+        with mlflow.start_run(run_id=run.info.run_id):
+            info = mlflow.sentence_transformers.log_model(model, name="model")
+        model_uri = info.model_uri
+        tracker.set_tags(run.info.run_id, {"lossweep.exported_model": model_uri})
+    return Exported(run.info.run_id, out, model_uri)

@@ -1,0 +1,235 @@
+"""How users run lossweep: `ray job submit` to a running cluster, export the winner, read MLflow in a browser.
+
+One local Ray head (127.0.0.1) receives a tiny sweep through the job API; the tests then export its
+best model and drive headless Chromium through the MLflow UI over the same store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from sentence_transformers import SentenceTransformer
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (the job API asks for Ray's auth token)
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory, data_dir, tiny_model_path):
+    """A Ray head on 127.0.0.1, and a sweep submitted to it with `ray job submit`."""
+    root = tmp_path_factory.mktemp("cluster")
+    job_dir = root / "job"
+    job_dir.mkdir()
+    uri = f"sqlite:///{root}/mlflow.db"
+    spec = {
+        "name": "job-sweep",
+        "data_dir": str(data_dir),
+        "model": tiny_model_path,
+        "train": {"path": "snli", "split": "dev", "view": "triplets", "limit": 300},
+        "eval": [{"type": "triplet", "path": "snli", "split": "test", "view": "triplets", "limit": 100, "name": "nli"}],
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 16, "steps": 4, "learning_rate": 1e-3},
+        "evaluation": {"every_steps": 2, "at_start": False},
+        "resources": {"workers": 1},
+        "output_dir": str(root / "runs"),
+        "mlflow": {"experiment": "jobs", "tracking_uri": uri},
+        "sweep": {
+            "mode": "search",
+            "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+            "trials": 2,
+            "max_concurrent": 2,
+            "scheduler": "none",
+        },
+    }
+    (job_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
+    dashboard = free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="token")  # Ray 2.60 local clusters require the token
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for_http(f"{address}/api/version")
+        job = subprocess.run(
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--working-dir",
+                str(job_dir),
+                "--submission-id",
+                "lossweep-test",
+                "--",
+                "lossweep",
+                "sweep",
+                "spec.yaml",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        logs = subprocess.run(
+            ["ray", "job", "logs", "--address", address, "lossweep-test"], env=env, capture_output=True, text=True
+        )
+        yield {"uri": uri, "job": job, "logs": logs.stdout, "root": root}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the head's processes on SIGTERM
+        head.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_sweep_into_the_configured_store(submitted):
+    job = submitted["job"]
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "Job 'lossweep-test' succeeded" in job.stdout + job.stderr
+    assert "leaderboard: search" in submitted["logs"] and "sweep parent run:" in submitted["logs"]
+    client = MlflowClient(submitted["uri"])
+    experiment = client.get_experiment_by_name("jobs")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lossweep.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 2
+    # Artifacts live beside the database, not in Ray's temporary copy of the working dir.
+    assert experiment.artifact_location == (submitted["root"] / "mlartifacts").as_uri()
+    assert (submitted["root"] / "mlartifacts").is_dir()
+
+
+@pytest.mark.slow
+def test_export_writes_a_loadable_model_with_a_card_and_logs_it_to_mlflow(submitted, tmp_path):
+    out = tmp_path / "best-model"
+    result = subprocess.run(
+        ["lossweep", "export", "job-sweep", str(out), "--tracking-uri", submitted["uri"]],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.encode(["a sentence"]).shape == (1, 32)
+    card = (out / "README.md").read_text()
+    client = MlflowClient(submitted["uri"])
+    parent = next(
+        r
+        for r in client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
+        if r.data.tags.get("lossweep.role") == "sweep"
+    )
+    best = client.get_run(parent.data.tags["lossweep.best_run_id"])
+    assert best.data.params["loss.name"] in card and "library_name: sentence-transformers" in card
+    for key, value in best.data.params.items():
+        if key.startswith("loss.params."):
+            assert f"| {key.removeprefix('loss.')} | {value} |" in card
+    model_uri = re.search(r"logged to MLflow: (\S+)", result.stdout).group(1)
+    mlflow.set_tracking_uri(submitted["uri"])
+    logged = mlflow.sentence_transformers.load_model(model_uri)
+    assert (logged.encode(["a sentence"]) == model.encode(["a sentence"])).all()
+    assert (
+        subprocess.run(
+            ["lossweep", "export", "job-sweep", str(out), "--tracking-uri", submitted["uri"]],
+            capture_output=True,
+            text=True,
+        ).returncode
+        == 1
+    )  # never overwrites a folder
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_sweep_in_headless_chromium(submitted):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", submitted["uri"], "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = MlflowClient(submitted["uri"])
+    experiment = client.get_experiment_by_name("jobs").experiment_id
+    runs = client.search_runs([experiment])
+    parent = next(r for r in runs if r.data.tags.get("lossweep.role") == "sweep")
+    child_names = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            page = browser.new_page(viewport={"width": 1500, "height": 900})
+            # The experiment's runs table: the sweep's parent run, expanded to its child runs.
+            page.goto(f"{base}/#/experiments/{experiment}/runs")
+            page.get_by_text("job-sweep").first.wait_for(timeout=60_000)
+            page.locator("[role=row]", has_text="job-sweep").first.locator("button").first.click()
+            for name in child_names:
+                page.get_by_text(name[:20]).first.wait_for(timeout=30_000)
+            page.screenshot(path=SCREENSHOTS / "mlflow-sweep-runs.png")
+            # The parent run's artifacts: the leaderboard, rendered.
+            page.goto(f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
+            page.get_by_text("leaderboard.csv").first.wait_for(timeout=60_000)
+            page.get_by_text("leaderboard.md").first.click()
+            page.get_by_text("Leaderboard (search").first.wait_for(timeout=30_000)
+            page.screenshot(path=SCREENSHOTS / "mlflow-sweep-leaderboard.png")
+            browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert (SCREENSHOTS / "mlflow-sweep-runs.png").stat().st_size > 10_000
