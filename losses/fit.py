@@ -95,6 +95,11 @@ def _fix(formats: tuple[InputFormat, ...], shape: DatasetShape, alternatives: li
         if alternatives
         else "no loss of the catalogue fits this data as it is"
     )
+    if shape.label_type == "strings" and len(shape.problems) == 1:
+        column = shape.label_column
+        if LabelKind.CLASS in {fmt.label for fmt in formats}:
+            return f"map the label strings to class ids: dataset.class_encode_column({column!r})"
+        return f"map the label strings to numbers, e.g. dataset.map(lambda row: {{{column!r}: float(...)}}), {others}"
     if shape.problems:
         return f"{shape.problems[0]}"
     wants_label = {fmt.label for fmt in formats}
@@ -105,7 +110,9 @@ def _fix(formats: tuple[InputFormat, ...], shape: DatasetShape, alternatives: li
         )
     if shape.label_column is None and LabelKind.NONE not in wants_label:
         kinds = " or ".join(sorted(k.description for k in wants_label))
-        return f"add a 'label' column holding {kinds}, {others}"
+        teacher = wants_label & {LabelKind.TEACHER_SCORES, LabelKind.TEACHER_MARGINS, LabelKind.TEACHER_EMBEDDINGS}
+        hint = " (or set the spec's `teacher:` to a model that computes them)" if teacher else ""
+        return f"add a 'label' column holding {kinds}{hint}, {others}"
     counts = sorted({len(fmt.roles) for fmt in formats})
     if all(not fmt.accepts_texts(len(shape.text_columns)) for fmt in formats):
         roles = " | ".join("(" + ", ".join(fmt.roles) + (", ..." if fmt.more else "") + ")" for fmt in formats)

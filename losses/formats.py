@@ -155,10 +155,7 @@ def inspect_dataset(data: datasets.Dataset | datasets.Features, sample: int = 10
     elif isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         label_type = "strings"
         example = "" if not values else f" (e.g. {values[0]!r})"
-        problems.append(
-            f"label column {label_column!r} holds strings{example}: map them to integer class ids, "
-            f"e.g. dataset.class_encode_column({label_column!r})"
-        )
+        problems.append(f"label column {label_column!r} holds strings{example}, not numbers")
     else:
         is_floats, length, depth = _float_sequence_length(feature)
         if values is not None and length is None and values:

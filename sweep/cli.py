@@ -110,7 +110,7 @@ def validate_command(args: argparse.Namespace) -> int:
 def train_command(args: argparse.Namespace) -> int:
     """Validate, train on Ray (local, or the cluster in RAY_ADDRESS), print where the MLflow run is."""
     from lossweep.sweep.spec import SpecError
-    from lossweep.sweep.train import train
+    from lossweep.sweep.train import TrialFailed, train
 
     try:
         spec = _load(args.spec)
@@ -118,6 +118,12 @@ def train_command(args: argparse.Namespace) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 1
+    except TrialFailed as error:
+        print(f"failed: {error} (recorded on the MLflow run, status FAILED)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept", file=sys.stderr)
+        return 130
     print(f"finished: MLflow {result.run_url}")
     for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
         print(f"  {name} = {result.metrics[name]:.4f}")

@@ -58,8 +58,9 @@ def load_beir(folder: Path, split: str, limit: int | None = None) -> RetrievalSe
     if not qrels_path.is_file():
         found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise DataError(f"{qrels_path}: no qrels for split {split!r}; splits found: {found or 'none'}")
-    corpus = {}
+    corpus, all_ids = {}, set()
     for row in _read_jsonl(folder / "corpus.jsonl"):
+        all_ids.add(str(row["_id"]))
         text = _document_text(row.get("title", ""), row.get("text", ""))
         if text:
             corpus[str(row["_id"])] = text
@@ -73,7 +74,13 @@ def load_beir(folder: Path, split: str, limit: int | None = None) -> RetrievalSe
         for line, row in enumerate(reader, start=2):
             query_id, doc_id, score = row[0], row[1], int(row[2]) if len(row) > 2 else 1
             if query_id not in all_queries:
-                raise DataError(f"{qrels_path}:{line}: query id {query_id!r} is not in queries.jsonl")
+                raise DataError(
+                    f"{qrels_path}:{line}: query id {query_id!r} is not in queries.jsonl; fix or drop the line"
+                )
+            if doc_id not in all_ids:
+                raise DataError(
+                    f"{qrels_path}:{line}: corpus id {doc_id!r} is not in corpus.jsonl; fix or drop the line"
+                )
             if score > 0 and doc_id in corpus:
                 qrels.setdefault(query_id, {})[doc_id] = score
     if limit is not None:

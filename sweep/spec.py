@@ -94,6 +94,7 @@ class ResourcesSpec:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 1
+    memory_per_worker_gb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,8 @@ def check_values(spec: Spec) -> list[str]:
         problems.add("resources.cpus_per_worker", f"{r.cpus_per_worker} must be > 0")
     if r.gpus_per_worker < 0:
         problems.add("resources.gpus_per_worker", f"{r.gpus_per_worker} must be >= 0")
+    if r.memory_per_worker_gb is not None and r.memory_per_worker_gb <= 0:
+        problems.add("resources.memory_per_worker_gb", f"{r.memory_per_worker_gb} must be > 0, or null for no budget")
     if r.max_failures < -1:
         problems.add("resources.max_failures", f"{r.max_failures}: use -1 (retry forever), 0 or a positive count")
     if t.batch_size < 1:

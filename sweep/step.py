@@ -50,6 +50,20 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the step and the value."""
 
 
+class TrialOutOfMemory(RuntimeError):
+    """A training step needed more memory than the worker has (or than its budget allows)."""
+
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA OOM, a refused CPU allocation, or Python's MemoryError."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
+
+
 def train_step(
     loss: nn.Module,
     optimizer: torch.optim.Optimizer,

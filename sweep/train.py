@@ -16,6 +16,7 @@ rank reports to Ray Train (rank 0 with a checkpoint).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import tempfile
 import time
@@ -30,6 +31,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray._private.utils import read_ray_address
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers import get_scheduler
@@ -40,9 +42,10 @@ from .data import fingerprint
 from .evaluate import EvalResult, build_evaluator, evaluate, headline
 from .inputs import complete_loss, load_eval, resolve_paths, train_dataset, validate
 from .models import load_model
+from .preflight import capacity_problems, output_problems, tracking_problems
 from .sampler import batches, shard, steps_per_epoch
-from .spec import Spec, parse_spec
-from .step import collate, train_step, trainable_parameters
+from .spec import Spec, SpecError, parse_spec
+from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri, worker_tracking_uri
 
 
@@ -80,7 +83,7 @@ def _save_checkpoint(directory: Path, model, loss, optimizer, scheduler, step: i
     torch.save(state, directory / "state.pt")
 
 
-def _load_checkpoint(checkpoint: Checkpoint, model, loss, optimizer, scheduler) -> int:
+def _load_checkpoint(checkpoint: Checkpoint, model, loss, optimizer, scheduler) -> dict:
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
@@ -93,7 +96,7 @@ def _load_checkpoint(checkpoint: Checkpoint, model, loss, optimizer, scheduler) 
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
-    return state["step"]
+    return state
 
 
 def _quiet_worker_logs() -> None:
@@ -108,6 +111,25 @@ def _quiet_worker_logs() -> None:
     except ImportError:
         pass
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+
+
+def failure_tags(kind: str, message: str) -> dict[str, str]:
+    return {"lossweep.trial_state": "failed", "lossweep.failure": kind, "lossweep.error": message[:5000]}
+
+
+def limit_memory_growth(budget_gb: float) -> None:
+    """Cap this worker's address space at its current size plus `budget_gb`.
+
+    A trial that needs more then fails alone with an out-of-memory error, instead of the node's OOM
+    killer taking down its neighbours. CPU workers only: CUDA reserves address space it never uses.
+    """
+    import resource
+
+    with open("/proc/self/status") as status:
+        size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = size_kb * 1024 + int(budget_gb * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -154,10 +176,18 @@ def train_loop(config: dict[str, Any]) -> None:
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        start = _load_checkpoint(checkpoint, model, loss, optimizer, scheduler)
-        if tracker:
-            restarts = int(tracker.client.get_run(run_id).data.tags.get("lossweep.restarts", "0")) + 1
-            tracker.set_tags(run_id, {"lossweep.restarts": str(restarts), "lossweep.resumed_from_step": str(start)})
+        state = _load_checkpoint(checkpoint, model, loss, optimizer, scheduler)
+        start = state["step"]
+        if start >= steps:  # it had finished: hand back its final result, evaluate and log nothing twice
+            ray.train.report(state["metrics"])
+            return
+
+    if tracker:  # every start of the worker group is an attempt; a restart is recorded on the same run
+        attempts = int(tracker.client.get_run(run_id).data.tags.get("lossweep.attempts", "0")) + 1
+        tags = {"lossweep.attempts": str(attempts)}
+        if attempts > 1:
+            tags |= {"lossweep.restarts": str(attempts - 1), "lossweep.resumed_from_step": str(start)}
+        tracker.set_tags(run_id, tags)
 
     def report(step: int, train_metrics: dict[str, float], final: bool = False) -> None:
         """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint."""
@@ -179,47 +209,70 @@ def train_loop(config: dict[str, Any]) -> None:
     if start == 0 and spec.evaluation.at_start and evaluators:
         report(0, {})
 
-    # 4. Train.
-    model.train()
-    every = spec.evaluation.every_steps
-    log_every = spec.training.log_every_steps
-    window_start, window_steps, last_loss = time.perf_counter(), 0, float("nan")
-    for step, global_batch in batches(dataset, spec.training.batch_size, entry.sampler, spec.training.seed, start):
-        if step >= steps:
-            break
-        rows = dataset[shard(global_batch, rank, world)]
-        features, labels = collate(model, rows, device)
-        last_loss = train_step(
-            loss,
-            optimizer,
-            features,
-            labels,
-            parameters,
-            scheduler=scheduler,
-            max_grad_norm=spec.training.max_grad_norm,
-            autocast=autocast,
-            scaler=scaler,
-            step=step + 1,
-        )
-        window_steps += 1
-        done = step + 1
-        if tracker and (done % log_every == 0 or done == steps):
-            elapsed = time.perf_counter() - window_start
-            tracker.log_metrics(
-                run_id,
-                {
-                    "train/loss": last_loss,
-                    "train/learning_rate": scheduler.get_last_lr()[0],
-                    "train/samples_per_second": window_steps * spec.training.batch_size / elapsed,
-                    "train/epoch": done / per_epoch,
-                },
-                done,
+    # 4. Train. A NaN loss stops every worker at the same step (the loss is all-reduced): the run is
+    # recorded as failed and ends without a retry. Running out of memory is raised, so Ray Train
+    # tears the worker group down (a worker alone in a collective would wait forever).
+    progress = {"step": start}
+    budget = spec.resources.memory_per_worker_gb
+    if budget and device.type == "cpu":
+        limit_memory_growth(budget)
+    try:
+        model.train()
+        every = spec.evaluation.every_steps
+        log_every = spec.training.log_every_steps
+        window_start, window_steps, last_loss = time.perf_counter(), 0, float("nan")
+        for step, global_batch in batches(dataset, spec.training.batch_size, entry.sampler, spec.training.seed, start):
+            if step >= steps:
+                break
+            rows = dataset[shard(global_batch, rank, world)]
+            features, labels = collate(model, rows, device)
+            progress["step"] = step + 1
+            last_loss = train_step(
+                loss,
+                optimizer,
+                features,
+                labels,
+                parameters,
+                scheduler=scheduler,
+                max_grad_norm=spec.training.max_grad_norm,
+                autocast=autocast,
+                scaler=scaler,
+                step=step + 1,
             )
-        if done % log_every == 0:
-            window_start, window_steps = time.perf_counter(), 0
-        if every and done % every == 0 and done < steps:
-            report(done, {"train/loss": last_loss})
-    report(steps, {"train/loss": last_loss}, final=True)
+            window_steps += 1
+            done = step + 1
+            if tracker and (done % log_every == 0 or done == steps):
+                elapsed = time.perf_counter() - window_start
+                tracker.log_metrics(
+                    run_id,
+                    {
+                        "train/loss": last_loss,
+                        "train/learning_rate": scheduler.get_last_lr()[0],
+                        "train/samples_per_second": window_steps * spec.training.batch_size / elapsed,
+                        "train/epoch": done / per_epoch,
+                    },
+                    done,
+                )
+            if done % log_every == 0:
+                window_start, window_steps = time.perf_counter(), 0
+            if every and done % every == 0 and done < steps:
+                report(done, {"train/loss": last_loss})
+        report(steps, {"train/loss": last_loss}, final=True)
+    except TrainingDiverged as error:
+        if tracker:
+            tracker.set_tags(run_id, failure_tags("diverged", str(error)))
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        local = spec.training.batch_size // world
+        detail = str(error).splitlines()[0][:200]
+        message = (
+            f"out of memory at step {progress['step']} with {local} rows per worker ({detail}); "
+            "lower training.batch_size or max_seq_length, or use a cached (GradCache) loss"
+        )
+        if tracker:
+            tracker.set_tags(run_id, failure_tags("out_of_memory", message))
+        raise TrialOutOfMemory(message) from None
 
 
 @dataclass
@@ -230,15 +283,27 @@ class TrialResult:
     run_url: str
 
 
-def ensure_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local Ray (dashboard on 127.0.0.1)."""
-    if not ray.is_initialized():
-        ray.init(dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+def ensure_ray():
+    """Join the cluster named by RAY_ADDRESS (or started here with `ray start`), else start a local
+    Ray that listens on 127.0.0.1 only: its dashboard, GCS and raylet are not reachable from outside."""
+    if ray.is_initialized():
+        return None
+    if os.environ.get("RAY_ADDRESS") or read_ray_address(None):
+        return ray.init(log_to_driver=True, configure_logging=False)
+    return ray.init(
+        address="local",
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+        configure_logging=False,
+    )
 
 
 def scaling_config(spec: Spec) -> ScalingConfig:
     r = spec.resources
     resources = {"CPU": r.cpus_per_worker} | ({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})
+    if r.memory_per_worker_gb:
+        resources["memory"] = int(r.memory_per_worker_gb * 2**30)
     return ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources)
 
 
@@ -272,6 +337,37 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
     return trainer.fit()
 
 
+class TrialFailed(RuntimeError):
+    """A trial stopped on an error the run records (divergence, out of memory, a worker error)."""
+
+
+def failure_message(text: str) -> str:
+    """The line of a (Ray-wrapped) error that says what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for marker in ("TrialOutOfMemory:", "TrainingDiverged:", "TrialFailed:"):
+        for line in reversed(lines):
+            if marker in line:
+                return line[line.index(marker) + len(marker) :].strip()
+    return lines[-1] if lines else "unknown error"
+
+
+def raise_if_failed(tracker: Tracker, run_id: str) -> None:
+    """A worker that stopped cleanly on a failure (a NaN loss) leaves the reason on the run."""
+    tags = tracker.client.get_run(run_id).data.tags
+    if tags.get("lossweep.failure"):
+        raise TrialFailed(tags["lossweep.error"])
+
+
+def preflight(spec: Spec, source: str, uri: str) -> None:
+    """Tracking store, output folder and cluster capacity, checked before any run is created."""
+    problems = tracking_problems(uri) + output_problems(spec)
+    if not problems:
+        ensure_ray()
+        problems = capacity_problems(spec)
+    if problems:
+        raise SpecError(source, problems)
+
+
 def train(
     spec: Spec, *, source: str = "spec", tracking_uri: str | None = None, tags: dict[str, str] | None = None
 ) -> TrialResult:
@@ -279,15 +375,22 @@ def train(
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded["train"])
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
+    preflight(spec, source, uri)
     tracker = Tracker(uri)
     run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), tags=tags)
-    ensure_ray()
     try:
         result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
+        raise_if_failed(tracker, run_id)
     except BaseException as error:
-        tracker.set_tags(run_id, {"lossweep.error": f"{type(error).__name__}: {error}"[:5000]})
-        tracker.end_run(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
+        interrupted = isinstance(error, KeyboardInterrupt)
+        run_tags = tracker.client.get_run(run_id).data.tags
+        if "lossweep.error" not in run_tags:
+            reason = "interrupted" if interrupted else failure_message(f"{type(error).__name__}: {error}")
+            tracker.set_tags(run_id, {"lossweep.trial_state": "failed", "lossweep.error": reason[:5000]})
+        tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
+        if interrupted or isinstance(error, TrialFailed):
+            raise
+        raise TrialFailed(tracker.client.get_run(run_id).data.tags["lossweep.error"]) from error
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     checkpoint = result.checkpoint.path if result.checkpoint else None
     tracker.set_tags(

@@ -37,7 +37,7 @@ from .leaderboard import Leaderboard, build_leaderboard, sweep_runs
 from .space import DefineByRun, Space, build_space, grid_configs, trial_spec
 from .spec import Spec, SpecError, parse_spec
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
-from .train import ensure_ray, run_trainer, start_trial_run
+from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
 
 STATE_FILE = "sweep.json"
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
@@ -78,6 +78,8 @@ def sweep_trial(
     trial_id = tune.get_context().get_trial_id()
     tracker = Tracker(tracking_uri)
     run_id = tracker.find_child(parent_run_id, trial_id)
+    if run_id is not None and _already_completed(tracker, run_id):
+        return  # finished before the driver went down: its result is in MLflow, nothing is re-run
     if run_id is None:
         tags = {
             "lossweep.trial_id": trial_id,
@@ -92,6 +94,16 @@ def sweep_trial(
             trial.replace(name=run_name), tracker, data_fingerprint, parent_run_id=parent_run_id, tags=tags
         )
     run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+    raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
+
+
+def _already_completed(tracker: Tracker, run_id: str) -> bool:
+    """A trial the driver saw complete before a crash: report its final metrics to Tune again."""
+    run = tracker.client.get_run(run_id)
+    if run.data.tags.get("lossweep.trial_state") != "completed":
+        return False
+    tune.report({"step": int(run.data.tags.get("lossweep.last_step", 0))} | dict(run.data.metrics))
+    return True
 
 
 class CloseChildRuns(tune.Callback):
@@ -106,7 +118,13 @@ class CloseChildRuns(tune.Callback):
         if run_id is None:
             return  # failed before its run was created; Tune keeps the error
         last = trial.last_result or {}
+        run = tracker.client.get_run(run_id)
+        recorded = run.data.tags
+        if recorded.get("lossweep.trial_state") == state and run.info.status == status:
+            return  # closed before the driver went down; leave it exactly as it was
         tags = {"lossweep.trial_state": state, "lossweep.last_step": str(last.get("step", 0))}
+        if state == "failed" and recorded.get("lossweep.error"):
+            extra = {}  # the worker already recorded the precise reason (step, value)
         if last.get("checkpoint_path"):
             tags["lossweep.checkpoint"] = last["checkpoint_path"]
         tracker.set_tags(run_id, tags | (extra or {}))
@@ -117,11 +135,8 @@ class CloseChildRuns(tune.Callback):
         self._close(trial, "pruned" if pruned else "completed", "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        message = "unknown error"
-        if trial.error_file and Path(trial.error_file).is_file():
-            lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
-            message = lines[-1] if lines else message
-        self._close(trial, "failed", "FAILED", {"lossweep.error": message[:5000]})
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+        self._close(trial, "failed", "FAILED", {"lossweep.error": failure_message(text)[:5000]})
 
 
 # --- A Tune phase --------------------------------------------------------------------------------------
@@ -224,6 +239,7 @@ def run_sweep(
         )
 
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
+    preflight(spec, source, uri)
     tracker = Tracker(uri)
     space, notes = build_space(spec, loaded["train"])
     space = _with_num_labels(space, loaded["train"])
@@ -243,8 +259,6 @@ def run_sweep(
         state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
         _save_state(root, state)
     parent = state["parent_run_id"]
-
-    ensure_ray()
 
     def trainable_for(phase: str):
         trial = tune.with_parameters(

@@ -45,6 +45,6 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, dashboard_host="127.0.0.1", configure_logging=False)
+        ray.init(address="local", num_cpus=2, dashboard_host="127.0.0.1", configure_logging=False)
     yield ray
     ray.shutdown()

@@ -45,8 +45,8 @@ def test_float_scores_refused_by_contrastive_loss(data_dir):
 def test_string_class_names_refused_with_the_encoding_fix():
     dataset = datasets.Dataset.from_dict({"text": ["card lost", "top up failed"], "label": ["lost_card", "top_up"]})
     message = refusal("BatchHardTripletLoss", dataset)
-    assert "label column 'label' holds strings (e.g. 'lost_card')" in message
-    assert "dataset.class_encode_column('label')" in message
+    assert "label column 'label' holds strings (e.g. 'lost_card'), not numbers" in message
+    assert "fix:      map the label strings to class ids: dataset.class_encode_column('label')" in message
 
 
 def test_classes_with_one_example_refused_by_batch_triplet_losses(data_dir):

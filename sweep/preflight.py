@@ -1,0 +1,77 @@
+"""Checks that need the outside world (tracking server, disk, Ray cluster): run before any MLflow run
+or Ray work is created, so a bad setting leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import ray
+import requests
+
+from .spec import Spec
+from .tracking import redact
+
+
+def tracking_problems(uri: str) -> list[str]:
+    """The MLflow store must be reachable (a server) or creatable (a SQLite file)."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as error:
+            return [
+                f"mlflow.tracking_uri: cannot reach the MLflow server at {redact(uri)} ({type(error).__name__}); "
+                "start it (mlflow server --host 127.0.0.1) or fix the URI / MLFLOW_TRACKING_URI"
+            ]
+    elif parts.scheme == "sqlite":
+        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        if not _writable(database.parent):
+            return [
+                f"mlflow.tracking_uri: cannot write the SQLite store {database} (read-only folder); choose another path"
+            ]
+    return []
+
+
+def output_problems(spec: Spec) -> list[str]:
+    folder = Path(spec.output_dir).expanduser()
+    if "://" in spec.output_dir:
+        return []  # cloud storage: Ray Train checks it
+    if not _writable(folder):
+        return [f"output_dir: {folder} is not writable (checkpoints go there); choose a writable folder"]
+    return []
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def capacity_problems(spec: Spec) -> list[str]:
+    """Ray Train would wait forever for workers a local cluster cannot place; say so instead.
+
+    On a remote cluster (RAY_ADDRESS) the autoscaler may add nodes, so nothing is refused there.
+    """
+    if os.environ.get("RAY_ADDRESS") or not ray.is_initialized():
+        return []
+    r = spec.resources
+    have = ray.cluster_resources()
+    problems = []
+    for name, per_worker, field in (
+        ("CPU", r.cpus_per_worker, "cpus_per_worker"),
+        ("GPU", r.gpus_per_worker, "gpus_per_worker"),
+    ):
+        need = r.workers * per_worker
+        if need > have.get(name, 0):
+            problems.append(
+                f"resources: workers={r.workers} x {field}={per_worker:g} needs {need:g} {name}s per trial, but this "
+                f"Ray cluster has {have.get(name, 0):g}; lower resources.workers or {field}, or join a larger cluster "
+                "(RAY_ADDRESS)"
+            )
+    return problems

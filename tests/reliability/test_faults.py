@@ -1,0 +1,150 @@
+"""Faults lose nothing: a killed worker resumes from its checkpoint, a killed driver resumes its sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from lossweep.sweep.tracking import Tracker
+
+
+def ray_processes(name: str) -> list[int]:
+    """PIDs of Ray processes whose command line contains `name` (e.g. a Ray Train worker)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    return [int(line.split()[0]) for line in out if name in line]
+
+
+def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the command ended before {what}: {process.stdout.read()[-3000:]}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def runs_with(client: MlflowClient, filter_string: str) -> list:
+    try:
+        return client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string=filter_string)
+    except Exception:  # the store is created by the command under test
+        return []
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, tiny_model_path, tmp_path):
+    spec = {
+        "name": "worker-dies",
+        "data_dir": str(data_dir),
+        "model": tiny_model_path,
+        "train": {"path": "cranfield", "split": "train"},
+        "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 50, "name": "sts"}],
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 16, "steps": 240, "learning_rate": 1e-4, "log_every_steps": 10},
+        "evaluation": {"every_steps": 20, "at_start": False},
+        "resources": {"workers": 2, "max_failures": 1},
+        "output_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = ["lossweep", "train", str(path), "--tracking-uri", uri]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    client = MlflowClient(uri)
+    try:
+        # Given a trial with two checkpoints on disk (the first is surely committed; the newest may be in flight)
+        wait_until(lambda: list((tmp_path / "runs").glob("worker-dies-*/step_0000040")), 300, "a checkpoint", process)
+        # When one Ray Train worker process is killed
+        workers = ray_processes("RayTrainWorker")
+        assert len(workers) == 2, workers
+        os.kill(workers[-1], signal.SIGKILL)
+        output = process.communicate(timeout=600)[0]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    # Then the trial resumed from its last checkpoint and finished, as one MLflow run
+    assert process.returncode == 0, output[-3000:]
+    runs = runs_with(client, "")
+    assert len(runs) == 1
+    finished = client.get_run(runs[0].info.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["lossweep.restarts"] == "1"
+    resumed = int(finished.data.tags["lossweep.resumed_from_step"])
+    assert resumed >= 20 and resumed % 20 == 0
+    history = client.get_metric_history(finished.info.run_id, "eval/sts/spearman_cosine")
+    assert history[-1].step == 240
+    # Steps after the checkpoint are trained again; a step logged twice has the same value twice.
+    values: dict[int, set] = {}
+    for point in history:
+        values.setdefault(point.step, set()).add(round(point.value, 9))
+    assert all(len(v) == 1 for v in values.values()), values
+
+
+@pytest.mark.slow
+def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, tiny_model_path, tmp_path):
+    spec = {
+        "name": "driver-dies",
+        "data_dir": str(data_dir),
+        "model": tiny_model_path,
+        "train": {"path": "snli", "split": "dev", "view": "triplets", "limit": 300},
+        "eval": [{"type": "triplet", "path": "snli", "split": "test", "view": "triplets", "limit": 100, "name": "nli"}],
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 16, "steps": 4, "learning_rate": 1e-3},
+        "evaluation": {"every_steps": 2, "at_start": False},
+        "resources": {"workers": 1},
+        "output_dir": str(tmp_path / "runs"),
+        "sweep": {
+            "mode": "search",
+            "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+            "trials": 4,
+            "scheduler": "none",
+        },
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = ["lossweep", "sweep", str(path), "--tracking-uri", uri]
+    client = MlflowClient(uri)
+
+    # Given a sweep driver killed outright (with its local Ray) after a trial finished
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    done = wait_until(
+        lambda: runs_with(client, "tags.`lossweep.trial_state` = 'completed'"), 600, "a finished trial", first
+    )
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    wait_until(lambda: not ray_processes("raylet"), 60, "the old Ray to go")
+    before = {
+        r.info.run_id: (r.info.end_time, len(client.get_metric_history(r.info.run_id, "eval/nli/cosine_accuracy")))
+        for r in done
+    }
+
+    # When it is resumed
+    second = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    # Then every trial has exactly one child run, and the finished ones were left as they were
+    parent = json.loads((Path(tmp_path) / "runs" / "driver-dies" / "sweep.json").read_text())["parent_run_id"]
+    children = Tracker(uri).children(parent)
+    trial_ids = [r.data.tags["lossweep.trial_id"] for r in children]
+    assert len(children) == 4 and len(set(trial_ids)) == 4
+    assert all(r.data.tags["lossweep.trial_state"] == "completed" for r in children)
+    for run_id, (end_time, points) in before.items():
+        run = client.get_run(run_id)
+        assert run.info.end_time == end_time
+        assert len(client.get_metric_history(run_id, "eval/nli/cosine_accuracy")) == points
+    assert client.get_run(parent).info.status == "FINISHED"
