@@ -50,7 +50,7 @@ def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, ti
         "train": {"path": "cranfield", "split": "train"},
         "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 50, "name": "sts"}],
         "loss": {"name": "MultipleNegativesRankingLoss"},
-        "training": {"batch_size": 16, "steps": 240, "learning_rate": 1e-4, "log_every_steps": 10},
+        "training": {"batch_size": 16, "steps": 140, "learning_rate": 1e-4, "log_every_steps": 10},
         "evaluation": {"every_steps": 20, "at_start": False},
         "resources": {"workers": 2, "max_failures": 1},
         "output_dir": str(tmp_path / "runs"),
@@ -84,7 +84,7 @@ def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, ti
     resumed = int(finished.data.tags["lossweep.resumed_from_step"])
     assert resumed >= 20 and resumed % 20 == 0
     history = client.get_metric_history(finished.info.run_id, "eval/sts/spearman_cosine")
-    assert history[-1].step == 240
+    assert history[-1].step == 140
     # Steps after the checkpoint are trained again; a step logged twice has the same value twice.
     values: dict[int, set] = {}
     for point in history:
@@ -110,6 +110,7 @@ def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, 
             "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
             "trials": 4,
             "scheduler": "none",
+            "max_concurrent": 2,
         },
     }
     path = tmp_path / "spec.yaml"

@@ -50,6 +50,7 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
         "shared": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
         # reduction_factor 4: at the step-2 rung a trial goes on only if it is in the top quarter so far.
         "reduction_factor": 4,
+        "max_concurrent": 2,
         "seed": 3,
     }
     spec = parse_spec(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-search"))
@@ -129,6 +130,7 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
         "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
         "trials": 4,
         "scheduler": "none",
+        "max_concurrent": 2,
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-resume")))
