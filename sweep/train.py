@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import tempfile
 import time
 import warnings
@@ -47,6 +48,8 @@ from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, SpecError, parse_spec
 from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri, worker_tracking_uri
+
+log = logging.getLogger(__name__)
 
 
 def _seed(seed: int) -> None:
@@ -288,7 +291,7 @@ def ensure_ray():
     Ray that listens on 127.0.0.1 only: its dashboard, GCS and raylet are not reachable from outside."""
     if ray.is_initialized():
         return None
-    if os.environ.get("RAY_ADDRESS") or read_ray_address(None):
+    if os.environ.get("RAY_ADDRESS") or _started_cluster_answers():
         return ray.init(log_to_driver=True, configure_logging=False)
     return ray.init(
         address="local",
@@ -297,6 +300,24 @@ def ensure_ray():
         log_to_driver=True,
         configure_logging=False,
     )
+
+
+def _started_cluster_answers() -> bool:
+    """Whether `ray start` left an address on this machine and its GCS still answers.
+
+    `ray start --block` ended by a signal leaves `/tmp/ray/ray_current_cluster` behind; joining that
+    dead address would hang, so a stale file is reported and a local Ray is started instead.
+    """
+    address = read_ray_address(None)
+    if not address:
+        return False
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except (OSError, ValueError):
+        log.warning("ignoring %s from an earlier `ray start` (nothing answers there); starting a local Ray", address)
+        return False
 
 
 def scaling_config(spec: Spec) -> ScalingConfig:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,8 +78,12 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
     }
     (job_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
     dashboard = free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token")  # Ray 2.60 local clusters require the token
+    # Ray 2.60 clusters authenticate with a token; the head and the job client share this one. The
+    # head keeps its session files (and its address file) in its own temp dir, so nothing it leaves
+    # behind is mistaken for a running cluster by later tests.
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     env.pop("RAY_ADDRESS", None)
+    temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's unix sockets live here
     head = subprocess.Popen(
         [
             "ray",
@@ -89,15 +96,19 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
             "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=(root / "head.log").open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         address = f"http://127.0.0.1:{dashboard}"
-        wait_for_http(f"{address}/api/version")
+        try:
+            wait_for_http(f"{address}/api/version")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; `ray start` printed:\n{(root / 'head.log').read_text()[-3000:]}") from None
         job = subprocess.run(
             [
                 "ray",
@@ -126,6 +137,7 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the head's processes on SIGTERM
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
