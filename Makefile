@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Tests and the quickstart call the lossweep, ray and mlflow commands of this environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 
 test: lint
 	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Each benchmark prints its table and writes bench/results/<name>.json (see BENCHMARKS.md).
+BENCHMARKS = ray_overhead gather_exact eval_dims memory search_efficiency
+bench: install
+	cd bench && for b in $(BENCHMARKS); do LOSSWEEP_DATA_DIR=$(abspath $(DATA)) ../$(BIN)/python $$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

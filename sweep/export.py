@@ -16,7 +16,7 @@ import mlflow
 from sentence_transformers import SentenceTransformer
 
 from .report import find_sweep
-from .tracking import Tracker, redact
+from .tracking import Tracker, active_uri, redact
 
 
 class ExportError(RuntimeError):
@@ -123,8 +123,7 @@ def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlfl
     model = SentenceTransformer(str(out), device="cpu")  # proves the folder loads
     model_uri = ""
     if log_to_mlflow:
-        mlflow.set_tracking_uri(tracker.uri)
-        with mlflow.start_run(run_id=run.info.run_id):
+        with active_uri(tracker.uri), mlflow.start_run(run_id=run.info.run_id):
             info = mlflow.sentence_transformers.log_model(model, name="model")
         model_uri = info.model_uri
         tracker.set_tags(run.info.run_id, {"lossweep.exported_model": model_uri})

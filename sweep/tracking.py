@@ -11,7 +11,8 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,22 @@ class Tracker:
         return f"run {run_id} in experiment {experiment} of {store} (browse: mlflow ui --backend-store-uri {store})"
 
 
-def set_active_uri(uri: str) -> None:
-    """Point the fluent MLflow API at `uri` (used by the sentence-transformers flavour on export)."""
+@contextmanager
+def active_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (which the model flavours use) at `uri` for a block, then restore it.
+
+    `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI for subprocesses; left behind, that
+    variable would redirect every later run of this process, so both are put back as they were.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    before, before_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env

@@ -39,6 +39,9 @@ from .spec import Spec, SpecError, parse_spec
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
 from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
 
+# How a trial's MLflow run ends; a run without one of these was stopped by an interrupt.
+CLOSED = ("completed", "pruned", "failed")
+
 STATE_FILE = "sweep.json"
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
 # costs `workers x resources per worker`). Tune refuses an empty request, and any CPU share would
@@ -278,14 +281,26 @@ def run_sweep(
         if spec.sweep.mode == "search":
             args, expected = _search_args(spec, space, metric)
             _phase(
-                state, root, "search", expected, lambda: _run_phase("search", trainable_for("search"), **common, **args)
+                state,
+                root,
+                "search",
+                expected,
+                lambda: _run_phase("search", trainable_for("search"), **common, **args),
+                tracker,
+                parent,
             )
         else:
             for candidate in space.candidates:
                 phase = f"tune-{candidate.name}"
                 args, expected = _search_args(spec, space.only(candidate.name), metric)
                 _phase(
-                    state, root, phase, expected, lambda p=phase, a=args: _run_phase(p, trainable_for(p), **common, **a)
+                    state,
+                    root,
+                    phase,
+                    expected,
+                    lambda p=phase, a=args: _run_phase(p, trainable_for(p), **common, **a),
+                    tracker,
+                    parent,
                 )
             best = _best_configs(tracker, parent, metric)
             seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
@@ -300,6 +315,8 @@ def run_sweep(
                 "seeds",
                 expected,
                 lambda: _run_phase("seeds", trainable_for("seeds"), **common, **seed_args),
+                tracker,
+                parent,
             )
     except KeyboardInterrupt:
         print(
@@ -316,19 +333,24 @@ class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C (or a stop) before a phase finished; its state is saved for `--resume`."""
 
 
-def _phase(state: dict, root: Path, name: str, expected: int, run) -> None:
+def _phase(state: dict, root: Path, name: str, expected: int, run, tracker: Tracker, parent: str) -> None:
     """Run a phase unless a previous run of this sweep finished it.
 
-    Tune catches Ctrl-C itself, saves the experiment and returns; a phase whose trials did not all
-    end is therefore an interrupted one, and is not marked done.
+    Tune catches Ctrl-C itself, saves the experiment (running trials as running) and returns, but
+    then marks the trials it stopped as terminated. So a phase is done only when each of its trials
+    failed in Tune or had its MLflow run closed as completed, pruned or failed by `CloseChildRuns`.
     """
     if name in state["phases_done"]:
         return
     grid = run()
-    if grid.num_terminated + grid.num_errors < expected:
-        raise SweepInterrupted(
-            f"phase {name!r} stopped after {grid.num_terminated + grid.num_errors} of {expected} trials"
-        )
+    closed = {
+        r.data.tags.get("lossweep.trial_id")
+        for r in tracker.children(parent)
+        if r.data.tags.get("lossweep.phase") == name and r.data.tags.get("lossweep.trial_state") in CLOSED
+    }
+    ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
+    if ended < expected:
+        raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
     state["phases_done"].append(name)
     _save_state(root, state)
 

@@ -25,6 +25,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
+from lossweep.sweep.tracking import active_uri
+
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -97,6 +99,8 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
             "--num-cpus=2",
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
+            # Its own agent port: another Ray on this machine (this test session's) holds the default.
+            f"--dashboard-agent-listen-port={free_port()}",
         ],
         env=env,
         stdout=(root / "head.log").open("w"),
@@ -109,27 +113,32 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
             wait_for_http(f"{address}/api/version")
         except AssertionError as e:
             raise AssertionError(f"{e}; `ray start` printed:\n{(root / 'head.log').read_text()[-3000:]}") from None
-        job = subprocess.run(
-            [
-                "ray",
-                "job",
-                "submit",
-                "--address",
-                address,
-                "--working-dir",
-                str(job_dir),
-                "--submission-id",
-                "lossweep-test",
-                "--",
-                "lossweep",
-                "sweep",
-                "spec.yaml",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        # The job API answers before the head's job agent is up: Ray says so, and asks to retry.
+        for _ in range(20):
+            job = subprocess.run(
+                [
+                    "ray",
+                    "job",
+                    "submit",
+                    "--address",
+                    address,
+                    "--working-dir",
+                    str(job_dir),
+                    "--submission-id",
+                    "lossweep-test",
+                    "--",
+                    "lossweep",
+                    "sweep",
+                    "spec.yaml",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            if "No available agent to submit job" not in job.stderr:
+                break
+            time.sleep(3)
         logs = subprocess.run(
             ["ray", "job", "logs", "--address", address, "lossweep-test"], env=env, capture_output=True, text=True
         )
@@ -181,8 +190,8 @@ def test_export_writes_a_loadable_model_with_a_card_and_logs_it_to_mlflow(submit
         if key.startswith("loss.params."):
             assert f"| {key.removeprefix('loss.')} | {value} |" in card
     model_uri = re.search(r"logged to MLflow: (\S+)", result.stdout).group(1)
-    mlflow.set_tracking_uri(submitted["uri"])
-    logged = mlflow.sentence_transformers.load_model(model_uri)
+    with active_uri(submitted["uri"]):
+        logged = mlflow.sentence_transformers.load_model(model_uri)
     assert (logged.encode(["a sentence"]) == model.encode(["a sentence"])).all()
     assert (
         subprocess.run(

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 
+import lossweep.sweep.train as trainer
 from lossweep.sweep.inputs import validate
 from lossweep.sweep.spec import SpecError, load_spec, parse_spec
 
@@ -36,10 +36,22 @@ def good(data_dir, tiny_model_path) -> dict:
     }
 
 
-def errors_of(data: dict) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        validate(parse_spec(data, "bad.yaml"), "bad.yaml")
-    return caught.value.problems
+@pytest.fixture
+def errors_of(monkeypatch, tmp_path):
+    """The problems `train` refuses a spec with; it must refuse before it starts or joins Ray."""
+
+    def ray_started(*args, **kwargs):
+        raise AssertionError("Ray was started for a bad spec")
+
+    monkeypatch.setattr(trainer, "ensure_ray", ray_started)
+    monkeypatch.setattr(trainer, "run_trainer", ray_started)
+
+    def errors(data: dict) -> list[str]:
+        with pytest.raises(SpecError) as caught:
+            trainer.train(parse_spec(data, "bad.yaml"), source="bad.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+        return caught.value.problems
+
+    return errors
 
 
 def test_the_good_spec_is_valid(good):
@@ -119,16 +131,15 @@ BAD_SPECS = {
 
 
 @pytest.mark.parametrize("case", BAD_SPECS, ids=str)
-def test_bad_spec_gives_a_clear_error_before_ray_starts(case, good):
+def test_bad_spec_gives_a_clear_error_before_ray_starts(case, good, errors_of):
     change, expected = BAD_SPECS[case]
     spec = copy.deepcopy(good)
     change(spec)
     problems = errors_of(spec)
     assert any(expected in p for p in problems), f"{expected!r} not in {problems}"
-    assert not ray.is_initialized()
 
 
-def test_all_errors_are_reported_at_once(good):
+def test_all_errors_are_reported_at_once(good, errors_of):
     spec = copy.deepcopy(good)
     spec["training"].update(batch_size=9, steps=0)
     spec["loss"]["params"]["scael"] = 3

@@ -1,0 +1,82 @@
+"""Shared by the benchmarks: repetitions, median and range, a printed table, a JSON result file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = Path(os.environ.get("LOSSWEEP_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs (numbers meaningless)")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (default 3)")
+    p.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<name>.json)")
+    return p
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def repeat(fn: Callable[[], float], repeats: int) -> dict[str, float]:
+    return summary([fn() for _ in range(repeats)])
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for name in ("torch", "sentence-transformers", "ray", "mlflow", "optuna"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def fmt(s: dict[str, float], unit: str = "", digits: int = 3) -> str:
+    return f"{s['median']:.{digits}f}{unit} [{s['min']:.{digits}f}..{s['max']:.{digits}f}]"
+
+
+def write(name: str, result: dict[str, Any], out: Path | None, smoke: bool) -> Path:
+    """Write the JSON result; smoke runs go to a .smoke.json file so they never replace real results."""
+    path = out or RESULTS / f"{name}{'.smoke' if smoke else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "smoke": smoke,
+        "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **result,
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"\nwrote {path}")
+    return path
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
