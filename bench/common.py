@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -23,6 +25,25 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="repetitions per measurement (default 3)")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<name>.json)")
     return p
+
+
+def parse_or_run_child(p: argparse.ArgumentParser, child: Callable[..., None]) -> argparse.Namespace | None:
+    """Parse the arguments; `--child A B ...` (one measurement in a fresh process) runs child(A, B, ...)
+    instead and returns None."""
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(*args.child)
+        return None
+    return args
+
+
+def run_child(script: str, *args: str) -> str:
+    """Run `python script --child args...`; its stdout, or its stderr in the error if it fails."""
+    result = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} --child {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -46,8 +67,13 @@ def machine() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "versions": versions,

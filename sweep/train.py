@@ -244,7 +244,7 @@ def train_loop(config: dict[str, Any]) -> None:
             )
             window_steps += 1
             done = step + 1
-            if tracker and (done % log_every == 0 or done == steps):
+            if tracker and (done % log_every == 0 or done == steps or done == start + 1):  # first: it has begun
                 elapsed = time.perf_counter() - window_start
                 tracker.log_metrics(
                     run_id,

@@ -70,7 +70,8 @@ def test_two_workers_train_and_everything_lands_in_mlflow(case, ray_local, data_
     # Evaluated before training, at step 2 and at the end, at every size.
     assert [m.step for m in client.get_metric_history(run.info.run_id, headline)] == [0, 2, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, f"{headline}/dim_16")] == [0, 2, 4]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")][:2] == [2, 2]
+    # Logged at the first step (training has begun), every log_every_steps, and with each evaluation.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")][:3] == [1, 2, 2]
     assert client.get_metric_history(run.info.run_id, "train/samples_per_second")[0].value > 0
     assert "spec.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert result.metrics[headline] == run.data.metrics[headline]
