@@ -63,7 +63,7 @@ def main() -> None:
     from lossweep.sweep.models import tiny_model
 
     model_dir = tiny_model(Path(tempfile.mkdtemp()) / "tiny")
-    batches = [16, 32, 64] if args.smoke else [64, 256, 1024]
+    batches = [16, 64] if args.smoke else [64, 256, 1024]
     results: dict = {"batches": batches, "peak_mb": {}, "step_increment_mb": {}}
     rows = []
     for short, name in LOSSES.items():

@@ -145,7 +145,11 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
         yield {"uri": uri, "job": job, "logs": logs.stdout, "root": root}
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the head's processes on SIGTERM
-        head.wait(timeout=60)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # it waits ~30 s on stragglers: its services share its group
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

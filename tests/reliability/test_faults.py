@@ -55,7 +55,7 @@ def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, ti
         "train": {"path": "cranfield", "split": "train"},
         "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 50, "name": "sts"}],
         "loss": {"name": "MultipleNegativesRankingLoss"},
-        "training": {"batch_size": 16, "steps": 140, "learning_rate": 1e-4, "log_every_steps": 10},
+        "training": {"batch_size": 16, "steps": 100, "learning_rate": 1e-4, "log_every_steps": 10},
         "evaluation": {"every_steps": 20, "at_start": False},
         "resources": {"workers": 2, "max_failures": 1},
         "output_dir": str(tmp_path / "runs"),
@@ -89,7 +89,7 @@ def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, ti
     resumed = int(finished.data.tags["lossweep.resumed_from_step"])
     assert resumed >= 20 and resumed % 20 == 0
     history = client.get_metric_history(finished.info.run_id, "eval/sts/spearman_cosine")
-    assert history[-1].step == 140
+    assert history[-1].step == 100
     # Steps after the checkpoint are trained again; a step logged twice has the same value twice.
     values: dict[int, set] = {}
     for point in history:
@@ -113,7 +113,7 @@ def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, 
         "sweep": {
             "mode": "search",
             "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
-            "trials": 4,
+            "trials": 3,
             "scheduler": "none",
             "max_concurrent": 2,
         },
@@ -148,7 +148,7 @@ def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, 
     parent = json.loads((Path(tmp_path) / "runs" / "driver-dies" / "sweep.json").read_text())["parent_run_id"]
     children = Tracker(uri).children(parent)
     trial_ids = [r.data.tags["lossweep.trial_id"] for r in children]
-    assert len(children) == 4 and len(set(trial_ids)) == 4
+    assert len(children) == 3 and len(set(trial_ids)) == 3
     assert all(r.data.tags["lossweep.trial_state"] == "completed" for r in children)
     for run_id, (end_time, points) in before.items():
         run = client.get_run(run_id)
