@@ -22,6 +22,8 @@ import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -286,20 +288,48 @@ class TrialResult:
     run_url: str
 
 
-def ensure_ray():
+def ensure_ray(num_cpus: int | None = None):
     """Join the cluster named by RAY_ADDRESS (or started here with `ray start`), else start a local
     Ray that listens on 127.0.0.1 only: its dashboard, GCS and raylet are not reachable from outside."""
     if ray.is_initialized():
         return None
     if os.environ.get("RAY_ADDRESS") or _started_cluster_answers():
         return ray.init(log_to_driver=True, configure_logging=False)
-    return ray.init(
-        address="local",
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        log_to_driver=True,
-        configure_logging=False,
-    )
+    port = _free_port()
+    # Ray's state API, which Ray Train's placement-group cleaner calls from inside the cluster, finds a
+    # local Ray by looking for GCS processes and gives up if this machine runs two; a trial stopped
+    # early would then keep its CPUs. The processes started here learn this Ray's API address.
+    with _environment(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
+        return ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block, then put them back."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _started_cluster_answers() -> bool:
