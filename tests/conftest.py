@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,22 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Every Ray the tests start shares one cluster token. Ray otherwise writes ~/.ray/auth_token
+    # the first time, and two test processes starting Rays at once (pytest -n 2) could each write one.
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    # Ray Train's preemption watcher (node drain on spot clusters) and its dashboard-state reconciler
+    # are two more actors per trial; on one local node they have nothing to watch.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
+
+
+# The longest tests (whole sweeps, killed and resumed drivers), started first under `pytest -n 2`.
+LONGEST = ("test_sweep.py", "test_faults.py", "test_failures.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # Longest first, then the other slow ones, then the quick ones, which fill the gaps at the end.
+    items.sort(key=lambda item: (item.path.name not in LONGEST, item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +61,8 @@ def ray_local():
     """One local Ray for the session: 2 CPUs, dashboard on 127.0.0.1."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, dashboard_host="127.0.0.1", configure_logging=False)
+    from lossweep.sweep.train import ensure_ray
+
+    ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()

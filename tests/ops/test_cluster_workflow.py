@@ -32,6 +32,10 @@ SCREENSHOTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
+# Under `pytest -n 2` one test process runs this module: its tests share the submitted sweep.
+pytestmark = pytest.mark.xdist_group("ray-job-submit")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,9 +55,10 @@ def wait_for_http(url: str, timeout: float = 90) -> None:
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: submitted once even if other tests run in between
 def submitted(tmp_path_factory, data_dir, tiny_model_path):
-    """A Ray head on 127.0.0.1, and a sweep submitted to it with `ray job submit`."""
+    """A Ray head on 127.0.0.1, a sweep submitted to it with `ray job submit`, its logs; the head
+    is stopped before the tests read the results (they only need the MLflow store)."""
     root = tmp_path_factory.mktemp("cluster")
     job_dir = root / "job"
     job_dir.mkdir()
@@ -142,7 +147,6 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
         logs = subprocess.run(
             ["ray", "job", "logs", "--address", address, "lossweep-test"], env=env, capture_output=True, text=True
         )
-        yield {"uri": uri, "job": job, "logs": logs.stdout, "root": root}
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the head's processes on SIGTERM
         try:
@@ -151,6 +155,7 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    return {"uri": uri, "job": job, "logs": logs.stdout, "root": root}
 
 
 @pytest.mark.slow

@@ -128,9 +128,9 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
     sweep = {
         "mode": "search",
         "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
-        "trials": 3,
+        "trials": 2,
         "scheduler": "none",
-        "max_concurrent": 2,
+        "max_concurrent": 1,  # the second trial is still to run when the first has finished
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-resume")))
@@ -154,7 +154,7 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
     parent = json.loads((tmp_path / "runs" / "unit-resume" / "sweep.json").read_text())["parent_run_id"]
     runs = children(uri, parent)
     trial_ids = [r.data.tags["lossweep.trial_id"] for r in runs]
-    assert len(runs) == 3 and len(set(trial_ids)) == 3
+    assert len(runs) == 2 and len(set(trial_ids)) == 2
     assert all(r.data.tags["lossweep.trial_state"] == "completed" for r in runs)
     for run_id, end_time in finished_before.items():
         run = client.get_run(run_id)
