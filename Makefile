@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 DATA  ?= ../shared/data
 PYTEST_ARGS ?=
 # Two test processes: a Ray trial leaves about half of 2 cores idle (start-up, imports, polling).
-# loadgroup keeps tests that share a module fixture (xdist_group) in one process.
+# tests/conftest.py orders the tests and keeps those sharing a fixture in one process.
 TEST_WORKERS ?= 2
 # Tests and the quickstart call the lossweep, ray and mlflow commands of this environment.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Each benchmark prints its table and writes bench/results/<name>.json (see BENCHMARKS.md).
 BENCHMARKS = ray_overhead gather_exact eval_dims memory search_efficiency

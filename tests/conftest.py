@@ -30,11 +30,33 @@ def pytest_configure(config) -> None:
 
 # The longest tests (whole sweeps, killed and resumed drivers), started first under `pytest -n 2`.
 LONGEST = ("test_sweep.py", "test_faults.py", "test_failures.py")
+# Modules whose tests share one expensive session fixture: under `pytest -n 2` one process runs each.
+SHARED_FIXTURE = ("ops/test_cluster_workflow.py", "losses/test_gather_equivalence.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     # Longest first, then the other slow ones, then the quick ones, which fill the gaps at the end.
     items.sort(key=lambda item: (item.path.name not in LONGEST, item.get_closest_marker("slow") is None))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's `load` scheduling in the order above, with each SHARED_FIXTURE module as one unit.
+
+    (xdist's own `loadgroup` does not group under pytest 9.2: it renames node ids, which pytest
+    now derives from the item.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.endswith(SHARED_FIXTURE) else nodeid
+
+    config.option.loadscopereorder = False  # keep the order above, not the largest unit first
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -54,10 +54,6 @@ def _config(case_id: str, guide: str) -> LossConfig:
     return VARIANTS.get(case_id) or example_config(case_id, guide)
 
 
-# Under `pytest -n 2` one test process trains every case once (session scope: never twice).
-pytestmark = pytest.mark.xdist_group("gather-equivalence")
-
-
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_dir, tiny_model_path, tiny_guide_path):
     n = WORKERS * LOCAL_BATCH * STEPS

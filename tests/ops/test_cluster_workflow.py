@@ -32,10 +32,6 @@ SCREENSHOTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
-# Under `pytest -n 2` one test process runs this module: its tests share the submitted sweep.
-pytestmark = pytest.mark.xdist_group("ray-job-submit")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
