@@ -216,6 +216,21 @@ class Tracker:
 
 
 @contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for a block (and the processes started in it), then put them back."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def active_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (which the model flavours use) at `uri` for a block, then restore it.
 
@@ -224,13 +239,10 @@ def active_uri(uri: str) -> Iterator[None]:
     """
     from mlflow.tracking._tracking_service import utils
 
-    before, before_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-        if before_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before_env
+    before = utils._tracking_uri
+    with environment(MLFLOW_TRACKING_URI=uri):
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)

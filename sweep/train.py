@@ -22,8 +22,6 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,7 +47,15 @@ from .preflight import capacity_problems, output_problems, tracking_problems
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, SpecError, parse_spec
 from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
-from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri, worker_tracking_uri
+from .tracking import (
+    Tracker,
+    environment,
+    flatten,
+    provenance_tags,
+    redact,
+    resolve_tracking_uri,
+    worker_tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +296,8 @@ class TrialResult:
 
 def ensure_ray(num_cpus: int | None = None):
     """Join the cluster named by RAY_ADDRESS (or started here with `ray start`), else start a local
-    Ray that listens on 127.0.0.1 only: its dashboard, GCS and raylet are not reachable from outside."""
+    Ray (of `num_cpus` CPUs, default all) that listens on 127.0.0.1 only: its dashboard, GCS and
+    raylet are not reachable from outside."""
     if ray.is_initialized():
         return None
     if os.environ.get("RAY_ADDRESS") or _started_cluster_answers():
@@ -299,7 +306,7 @@ def ensure_ray(num_cpus: int | None = None):
     # Ray's state API, which Ray Train's placement-group cleaner calls from inside the cluster, finds a
     # local Ray by looking for GCS processes and gives up if this machine runs two; a trial stopped
     # early would then keep its CPUs. The processes started here learn this Ray's API address.
-    with _environment(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
+    with environment(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
         return ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -315,21 +322,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextmanager
-def _environment(**variables: str) -> Iterator[None]:
-    """Set environment variables for the processes started inside the block, then put them back."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _started_cluster_answers() -> bool:
