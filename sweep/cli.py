@@ -131,13 +131,22 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def print_leaderboard(board, console: Console | None = None) -> None:
+    """The verdict table, the budget table (with each loss's configuration), the test and the verdict."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    table = Table(title=f"leaderboard: {board.mode}, {board.metric}")
-    for column in board.columns():
-        table.add_column(column)
-    for record in board.records():
-        table.add_row(*(str(v) for v in record))
-    console.print(table)
+    titles = {
+        "verdict": f"leaderboard: {board.mode}, selected on {board.select_on} ({board.metric})",
+        "budget": "what each loss used"
+        + (" (tuning + seed runs)" if board.mode == "compare" else "")
+        + ", and its chosen configuration",
+    }
+    for part, title in titles.items():
+        columns, records = board.table(part)
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for record in records:
+            table.add_row(*record)
+        console.print(table)
     if board.test:
         console.print(f"test: {board.test}")
     console.print(board.verdict)

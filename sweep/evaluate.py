@@ -23,7 +23,7 @@ from sentence_transformers.util import cos_sim
 from sentence_transformers.util.distributed import distributed_evaluation, get_rank
 
 from .data import RetrievalSet
-from .inputs import EvalSet
+from .inputs import EvalSet, load_eval
 
 RETRIEVAL_METRICS = {  # our name -> (ST result key, k)
     "ndcg_at_10": ("ndcg@k", 10),
@@ -34,14 +34,16 @@ RETRIEVAL_METRICS = {  # our name -> (ST result key, k)
     "recall_at_100": ("recall@k", 100),
 }
 HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy"}
+PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
 
 @dataclass
 class EvalResult:
-    """Metrics by name, plus per-query NDCG@10 at the full size for paired significance tests."""
+    """Metrics by name; for metrics that are means over items (queries, triplets), the value of each
+    item too (metric name -> item id -> value), for the verdict's paired intervals."""
 
     metrics: dict[str, float] = field(default_factory=dict)
-    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:
@@ -102,26 +104,47 @@ class RetrievalEvaluator:
         for dim in sizes:
             ir.query_embeddings = _truncate(queries, dim)
             scores = ir.compute_all_metrics(model, corpus_embeddings=_truncate(corpus, dim))["cosine"]
+            per_query = self.per_query(ir.last_results)
             for ours, (key, k) in RETRIEVAL_METRICS.items():
                 value = float(scores[key][k])
-                result.metrics[metric_name(self.name, ours, dim)] = value
-                if dim == full:
-                    result.metrics[metric_name(self.name, ours)] = value
-            if dim == full:
-                result.per_query[self.name] = self.per_query_ndcg(ir.last_results)
+                names = [metric_name(self.name, ours, dim)] + ([metric_name(self.name, ours)] if dim == full else [])
+                for name in names:
+                    result.metrics[name] = value
+                    result.per_query[name] = per_query[ours]
         ir.query_embeddings = None
         return result
 
-    def per_query_ndcg(self, results: list, k: int = 10) -> dict[str, float]:
-        """NDCG@k of each query, as sentence-transformers computes it (binary relevance)."""
-        per_query = {}
+    def per_query(self, results: list) -> dict[str, dict[str, float]]:
+        """Each metric of RETRIEVAL_METRICS per query, as sentence-transformers computes it (binary
+        relevance, ties broken by corpus id); the mean over queries is its reported figure."""
+        out: dict[str, dict[str, float]] = {name: {} for name in RETRIEVAL_METRICS}
         for query_id, hits in zip(self.ir.queries_ids, results, strict=True):
             relevant = self.ir.relevant_docs[query_id]
-            ranked = sorted(hits, key=lambda h: (-h["score"], h["corpus_id"]))[:k]
-            gains = [1 if hit["corpus_id"] in relevant else 0 for hit in ranked]
-            ideal = self.ir.compute_dcg_at_k([1] * len(relevant), k)
-            per_query[query_id] = self.ir.compute_dcg_at_k(gains, k) / ideal
-        return per_query
+            ranked = sorted(hits, key=lambda h: (-h["score"], h["corpus_id"]))
+            found = [hit["corpus_id"] in relevant for hit in ranked]
+            for name, (key, k) in RETRIEVAL_METRICS.items():
+                top = found[:k]
+                if key == "ndcg@k":
+                    ideal = self.ir.compute_dcg_at_k([1] * len(relevant), k)
+                    value = self.ir.compute_dcg_at_k([int(f) for f in top], k) / ideal
+                elif key == "mrr@k":
+                    value = next((1.0 / (rank + 1) for rank, f in enumerate(top) if f), 0.0)
+                elif key == "recall@k":
+                    value = sum(top) / len(relevant)
+                else:  # map@k
+                    value = _average_precision(top) / min(k, len(relevant))
+                out[name][query_id] = value
+        return out
+
+
+def _average_precision(found: list[bool]) -> float:
+    """Sum of precision@rank over the ranks that hold a relevant document."""
+    hits, total = 0, 0.0
+    for rank, relevant in enumerate(found, start=1):
+        if relevant:
+            hits += 1
+            total += hits / rank
+    return total
 
 
 class STSEvaluator:
@@ -162,10 +185,12 @@ class TripletEvaluator:
         result = EvalResult()
         for dim in sizes:
             a, p, n = (_truncate(x, dim) for x in (anchor, positive, negative))
-            value = float(((a * p).sum(-1) > (a * n).sum(-1)).float().mean())
-            result.metrics[metric_name(self.name, "cosine_accuracy", dim)] = value
-            if dim == full:
-                result.metrics[metric_name(self.name, "cosine_accuracy")] = value
+            correct = ((a * p).sum(-1) > (a * n).sum(-1)).float()
+            names = [metric_name(self.name, "cosine_accuracy", dim)]
+            names += [metric_name(self.name, "cosine_accuracy")] if dim == full else []
+            for name in names:
+                result.metrics[name] = float(correct.mean())  # float32, as sentence-transformers computes it
+                result.per_query[name] = {str(row): value for row, value in enumerate(correct.tolist())}
         return result
 
 
@@ -178,6 +203,14 @@ def build_evaluator(eval_set: EvalSet, dims: Sequence[int] | None, batch_size: i
         return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size)
     cls = STSEvaluator if eval_set.ref.type == "sts" else TripletEvaluator
     return cls(name, eval_set.rows, dims, batch_size)
+
+
+def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator]:
+    """Evaluators for the spec's eval sets named in `names` (default: `evaluation.sets`, else all)."""
+    names = names if names is not None else spec.evaluation.sets
+    dims = spec.evaluation.dims or spec.matryoshka_dims
+    refs = [ref for ref in spec.eval if names is None or ref.label in names]
+    return [build_evaluator(load_eval(ref, spec), dims, spec.evaluation.batch_size) for ref in refs]
 
 
 def headline(eval_set_type: str, name: str) -> str:

@@ -10,6 +10,7 @@ import datasets
 from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry
 
 from . import data as d
+from . import holdout
 from .models import ModelError, load_model, model_dimension, resolve_model
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, Spec, SpecError, check_values
@@ -35,21 +36,34 @@ def resolve_paths(spec: Spec) -> Spec:
     return spec.replace(**changes)
 
 
+def _local_path(ref: DataRef | EvalRef, spec: Spec) -> Path:
+    path = Path(ref.path).expanduser()
+    return path if path.is_absolute() else data_dir(spec) / path
+
+
 def load_ref(ref: DataRef | EvalRef, spec: Spec) -> datasets.Dataset:
     """The rows a data reference names (local path or hub id), cut to `limit`."""
     if ref.hub is not None:
         dataset = d.load_hub(ref.hub, ref.split, ref.subset)
     else:
-        path = Path(ref.path).expanduser()
-        dataset = d.load_local(
-            path if path.is_absolute() else data_dir(spec) / path, ref.split, ref.view, spec.training.seed
-        )
+        dataset = d.load_local(_local_path(ref, spec), ref.split, ref.view, spec.training.seed)
     return dataset.select(range(min(ref.limit, len(dataset)))) if ref.limit else dataset
 
 
+def _load_retrieval(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None = None) -> d.RetrievalSet:
+    """A BEIR split of the folder (or MTEB-layout hub dataset) a reference names."""
+    if ref.hub is not None:
+        return d.load_beir_hub(ref.hub, split, limit)
+    folder = _local_path(ref, spec)
+    if not (folder / "corpus.jsonl").is_file():
+        raise d.DataError(f"{folder}: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    return d.load_beir(folder, split, limit)
+
+
 def train_dataset(spec: Spec) -> datasets.Dataset:
-    """The training rows, with teacher labels added when the loss distils from `spec.teacher`."""
-    dataset = load_ref(spec.train, spec)
+    """The training rows, without the held-out validation rows, with teacher labels when the loss
+    distils from `spec.teacher`."""
+    dataset = _without_holdout(load_ref(spec.train, spec), spec)
     if spec.teacher and "label" not in dataset.column_names:
         entry = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name)
         wants = {fmt.label for fmt in entry.formats}
@@ -70,18 +84,35 @@ class EvalSet:
     rows: datasets.Dataset | None = None
 
 
-def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
+def _without_holdout(dataset: datasets.Dataset, spec: Spec) -> datasets.Dataset:
+    """Training rows minus those of the validation set carved from them (no leakage)."""
+    ref = spec.holdout()
+    if ref is None:
+        return dataset
     if ref.type == "retrieval":
-        if ref.hub is not None:
-            return EvalSet(ref, retrieval=d.load_beir_hub(ref.hub, ref.split, ref.limit))
-        path = Path(ref.path).expanduser()
-        folder = path if path.is_absolute() else data_dir(spec) / path
-        if not (folder / "corpus.jsonl").is_file():
-            raise d.DataError(
-                f"{folder}: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
-            )
-        return EvalSet(ref, retrieval=d.load_beir(folder, ref.split, ref.limit))
-    rows = load_ref(ref, spec)
+        validation = _carved_retrieval(ref, spec)
+        return holdout.without_queries(dataset, set(validation.queries.values()))
+    return holdout.without_rows(dataset, holdout.sample_rows(len(dataset), ref.from_train.size, ref.from_train.seed))
+
+
+def _carved_retrieval(ref: EvalRef, spec: Spec) -> d.RetrievalSet:
+    try:
+        train = _load_retrieval(spec.train, spec, spec.train.split)
+    except d.DataError as error:
+        raise d.DataError(f"from_train: retrieval validation is carved from BEIR training data; {error}") from None
+    return holdout.validation_retrieval(train, ref.from_train.size, ref.from_train.seed)
+
+
+def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
+    if ref.from_train is not None and ref.type == "retrieval":
+        return EvalSet(ref, retrieval=_carved_retrieval(ref, spec))
+    if ref.type == "retrieval":
+        return EvalSet(ref, retrieval=_load_retrieval(ref, spec, ref.split, ref.limit))
+    if ref.from_train is not None:
+        train = load_ref(spec.train, spec)
+        rows = train.select(holdout.sample_rows(len(train), ref.from_train.size, ref.from_train.seed))
+    else:
+        rows = load_ref(ref, spec)
     expected = {"sts": 2, "triplet": 3}[ref.type]
     texts = [c for c in rows.column_names if c not in ("label", "labels", "score", "scores")]
     if len(texts) != expected or (ref.type == "sts" and len(texts) == len(rows.column_names)):
@@ -112,10 +143,13 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
         if too_big:
             problems.append(f"{field}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")
     if load_data:
+        carved = next((i for i, ref in enumerate(spec.eval) if ref.from_train is not None), None)
         try:
             loaded["train"] = train_dataset(spec)
         except (d.DataError, ModelError) as error:
-            problems.append(f"train: {error}")
+            # A validation set that cannot be carved is its eval entry's fault, reported there below.
+            if carved is None or "from_train" not in str(error):
+                problems.append(f"train: {error}")
         for i, ref in enumerate(spec.eval):
             try:
                 load_eval(ref, spec)

@@ -22,11 +22,27 @@ def sweep_figures(board) -> dict[str, plt.Figure]:
 
 
 def _score_by_loss(board) -> plt.Figure:
-    rows = [r for r in board.rows if not math.isnan(r.mean)]
+    """Compare: each loss's verdict score with its 95% interval; search: each loss's best selection
+    score. The untrained model is the dashed line."""
+    judged = board.mode == "compare" and board.verdict_metric is not None
+    if judged:
+        rows = [r for r in board.rows if r.score is not None][::-1]
+        values = [r.score.value for r in rows]
+        errors = [[r.score.value - r.score.low for r in rows], [r.score.high - r.score.value for r in rows]]
+        base = board.baseline.score.value if board.baseline and board.baseline.score else None
+    else:
+        rows = [r for r in board.rows if r.selection is not None][::-1]
+        values, errors = [r.selection for r in rows], None
+        base = board.baseline.selection if board.baseline else None
     figure, axis = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
-    errors = [0 if math.isnan(r.ci95) else r.ci95 for r in rows]
-    axis.barh([r.loss for r in rows][::-1], [r.mean for r in rows][::-1], xerr=errors[::-1], capsize=4)
-    axis.set_xlabel(board.metric + (" (mean, 95% CI)" if board.mode == "compare" else " (best trial)"))
+    axis.barh([r.loss for r in rows], values, xerr=errors, capsize=4)
+    if base is not None:
+        axis.axvline(base, color="black", linestyle="--", label="untrained model")
+        axis.legend(fontsize=7)
+    if judged:
+        axis.set_xlabel(f"{board.verdict_metric} (mean, 95% CI over seeds and queries)")
+    else:
+        axis.set_xlabel(f"{board.metric} (best completed trial)")
     axis.set_title(f"{board.mode}: score per loss")
     figure.tight_layout()
     return figure
@@ -36,7 +52,9 @@ def _score_by_dim(board) -> plt.Figure:
     """Each loss's headline metric at every evaluated embedding size (its best run)."""
     figure, axis = plt.subplots(figsize=(7, 4))
     runs = {r.info.run_id: r for r in board.runs}
-    pattern = re.compile(re.escape(board.metric) + r"/dim_(\d+)$")
+    metric = board.verdict_metric if board.mode == "compare" and board.verdict_metric else board.metric
+    metric = re.sub(r"/dim_\d+$", "", metric)
+    pattern = re.compile(re.escape(metric) + r"/dim_(\d+)$")
     for row in board.rows:
         run = runs.get(row.best_run_id)
         if run is None:
@@ -46,7 +64,7 @@ def _score_by_dim(board) -> plt.Figure:
             axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row.loss)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("embedding size (Matryoshka truncation)")
-    axis.set_ylabel(board.metric)
+    axis.set_ylabel(metric)
     axis.set_title("score against embedding size")
     if axis.lines:
         axis.legend(fontsize=7)
@@ -59,7 +77,8 @@ def _history(board) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(8, 4))
     by_loss = defaultdict(list)
     best, running = -math.inf, []
-    for index, run in enumerate(board.runs):
+    searched = [r for r in board.runs if r.data.tags.get("lossweep.phase") in ("search", "tune")]
+    for index, run in enumerate(searched):
         value = run.data.metrics.get(board.metric)
         if value is None:
             continue

@@ -6,8 +6,9 @@ import re
 
 from mlflow.entities import ViewType
 
-from .leaderboard import Leaderboard, build_leaderboard, sweep_runs
+from .leaderboard import Leaderboard
 from .tracking import Tracker
+from .verdict import build_leaderboard
 
 
 class SweepNotFound(LookupError):
@@ -38,10 +39,7 @@ def find_sweep(tracker: Tracker, sweep: str):
 def report(tracker: Tracker, sweep: str, log: bool = True) -> tuple[Leaderboard, str]:
     """Rebuild the leaderboard (and, with `log`, re-render its artifacts on the parent run)."""
     parent = find_sweep(tracker, sweep)
-    tags = parent.data.tags
-    board = build_leaderboard(
-        sweep_runs(tracker, parent.info.run_id), tags["lossweep.metric"], tags["lossweep.mode"], tracker
-    )
+    board = build_leaderboard(tracker, parent.info.run_id)
     if log:
         board.log(tracker, parent.info.run_id)
     return board, parent.info.run_id

@@ -36,12 +36,25 @@ class DataRef:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """A validation set carved from the training data: `size` training queries (retrieval) or rows
+    (sts, triplet), drawn with `seed`; their training pairs are removed from training."""
+
+    size: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvalRef:
-    """An evaluation set: retrieval (a BEIR folder), sts (scored pairs) or triplet (anchor, pos, neg)."""
+    """An evaluation set: retrieval (a BEIR folder), sts (scored pairs) or triplet (anchor, pos, neg).
+
+    It comes from `path` or `hub`, or is carved `from_train` when the data has no validation split.
+    """
 
     type: Literal["retrieval", "sts", "triplet"]
     path: str | None = None
     hub: str | None = None
+    from_train: Holdout | None = None
     subset: str | None = None
     split: str = "test"
     view: str | None = None
@@ -51,7 +64,7 @@ class EvalRef:
     @property
     def label(self) -> str:
         """The metric namespace: `eval/<label>/...`."""
-        return self.name or Path(self.path or self.hub or "eval").name
+        return self.name or Path(self.path or self.hub or "validation").name
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class EvaluationSpec:
     batch_size: int = 32
     dims: tuple[int, ...] | None = None
     distributed: bool = True
+    sets: tuple[str, ...] | None = None  # the eval sets this run scores, by name; null: all
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,7 @@ class ParamRange:
 @dataclass(frozen=True)
 class SweepSpec:
     mode: Literal["search", "compare"] = "search"
+    select_on: str | None = None  # the eval set that drives the search; default: the first
     losses: Literal["all"] | tuple[str | LossSpec, ...] = "all"
     params: dict[str, dict[str, ParamRange]] = field(default_factory=dict)
     shared: dict[str, ParamRange] = field(default_factory=dict)
@@ -162,6 +177,21 @@ class Spec:
         if self.matryoshka_dims:
             return LossConfig("MatryoshkaLoss", {"matryoshka_dims": list(self.matryoshka_dims)}, config)
         return config
+
+    def selection_set(self) -> EvalRef:
+        """The eval set that drives search and selection: `sweep.select_on`, else the first."""
+        wanted = self.sweep.select_on if self.sweep else None
+        return next((ref for ref in self.eval if ref.label == wanted), self.eval[0])
+
+    def verdict_sets(self) -> tuple[EvalRef, ...]:
+        """The eval sets that give the verdict: every set but the selection set, scored only for the
+        final configurations, after every search decision."""
+        selection = self.selection_set().label
+        return tuple(ref for ref in self.eval if ref.label != selection)
+
+    def holdout(self) -> EvalRef | None:
+        """The eval set carved from the training data, if any."""
+        return next((ref for ref in self.eval if ref.from_train is not None), None)
 
     def hash(self) -> str:
         """A stable hash of the resolved spec (MLflow tag `lossweep.spec_hash`)."""
@@ -266,6 +296,12 @@ def check_values(spec: Spec) -> list[str]:
     labels = [ref.label for ref in spec.eval]
     for label in {x for x in labels if labels.count(x) > 1}:
         problems.add("eval", f"two evaluation sets are named {label!r}; give them distinct `name`s")
+    carved = [i for i, ref in enumerate(spec.eval) if ref.from_train is not None]
+    if len(carved) > 1:
+        problems.add(f"eval[{carved[1]}].from_train", "only one evaluation set can be carved from the training data")
+    if e.sets is not None:
+        for name in set(e.sets) - set(labels):
+            problems.add("evaluation.sets", f"{name!r} is not an eval set; eval sets are {labels}")
     for problem in config_errors(spec.loss.config()):
         problems.items.append(problem)
     if spec.sweep is not None:
@@ -274,8 +310,14 @@ def check_values(spec: Spec) -> list[str]:
 
 
 def _check_ref(ref: DataRef | EvalRef, path: str, problems: Problems) -> None:
-    if (ref.path is None) == (ref.hub is None):
-        problems.add(path, "set exactly one of path (a local folder or file) or hub (a Hugging Face dataset id)")
+    carved = getattr(ref, "from_train", None)
+    if sum(x is not None for x in (ref.path, ref.hub, carved)) != 1:
+        options = "path (a local folder or file) or hub (a Hugging Face dataset id)"
+        if isinstance(ref, EvalRef):
+            options = "path, hub, or from_train (a validation set carved from the training data)"
+        problems.add(path, f"set exactly one of {options}")
+    if carved is not None and carved.size < 1:
+        problems.add(f"{path}.from_train.size", f"{carved.size} must be a positive number of queries (or rows)")
     if ref.limit is not None and ref.limit < 1:
         problems.add(f"{path}.limit", f"{ref.limit} must be a positive row count, or null for all rows")
 
@@ -306,10 +348,29 @@ def _check_sweep(sweep: SweepSpec, spec: Spec, problems: Problems) -> None:
     if sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
         problems.add("evaluation.every_steps", "ASHA stops trials at intermediate evaluations; set every_steps > 0")
     labels = [ref.label for ref in spec.eval]
-    if sweep.metric and not any(sweep.metric.startswith(f"eval/{label}/") for label in labels):
+    if sweep.select_on is not None and sweep.select_on not in labels:
+        problems.add("sweep.select_on", f"{sweep.select_on!r} is not an eval set; eval sets are {labels}")
+    elif spec.eval:
+        selection = spec.selection_set().label
+        if sweep.metric and not sweep.metric.startswith(f"eval/{selection}/"):
+            problems.add(
+                "sweep.metric",
+                f"{sweep.metric!r} is not a metric of the selection set {selection!r}; "
+                f"names start eval/{selection}/ (the set in sweep.select_on drives the search)",
+            )
+        if sweep.mode == "compare" and not spec.verdict_sets():
+            problems.add(
+                "sweep.select_on",
+                f"compare mode would judge the losses on {selection!r}, the set that chose their "
+                "configurations: that inflates every winner, most of all the losses with more "
+                "hyperparameters. Add a validation set and select on it, e.g. "
+                f"`- {{type: retrieval, from_train: {{size: 30}}, name: {selection}-val}}` in eval and "
+                f"`select_on: {selection}-val` in sweep, keeping {selection!r} for the verdict",
+            )
+    if sweep.mode == "compare" and sweep.seeds < 3:
         problems.add(
-            "sweep.metric",
-            f"{sweep.metric!r} is not a metric of the eval sets {labels}; names start eval/<set>/",
+            "sweep.seeds",
+            f"{sweep.seeds}: compare mode needs at least 3 seeds per loss to measure training noise",
         )
     names = []
     if sweep.losses != "all":

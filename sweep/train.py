@@ -40,8 +40,8 @@ from transformers import get_scheduler
 from lossweep.losses import build_loss, get_entry
 
 from .data import fingerprint
-from .evaluate import EvalResult, build_evaluator, evaluate, headline
-from .inputs import complete_loss, load_eval, resolve_paths, train_dataset, validate
+from .evaluate import PER_QUERY_ARTIFACT, EvalResult, build_evaluators, evaluate, headline
+from .inputs import complete_loss, resolve_paths, train_dataset, validate
 from .models import load_model
 from .preflight import capacity_problems, output_problems, tracking_problems
 from .sampler import batches, shard, steps_per_epoch
@@ -179,9 +179,7 @@ def train_loop(config: dict[str, Any]) -> None:
         else None
     )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    eval_sets = [load_eval(ref, spec) for ref in spec.eval]
-    dims = spec.evaluation.dims or spec.matryoshka_dims
-    evaluators = [build_evaluator(s, dims, spec.evaluation.batch_size) for s in eval_sets]
+    evaluators = build_evaluators(spec)
 
     # 3. Resume: a restarted worker group continues from the last reported checkpoint.
     start = 0
@@ -212,7 +210,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 assert tracker is not None and result is not None
                 tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
                 if final and result.per_query:
-                    tracker.log_dict(run_id, result.per_query, "per_query_ndcg_at_10.json")
+                    tracker.log_dict(run_id, result.per_query, PER_QUERY_ARTIFACT)
                 _save_checkpoint(Path(tmp), model, loss, optimizer, scheduler, step, metrics)
                 ckpt = Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")

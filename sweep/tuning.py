@@ -1,12 +1,15 @@
 """Sweeps: Ray Tune + Optuna over losses and their hyperparameters; every trial a Ray Train run.
 
-Two modes:
+Two modes, and one rule: the eval set named by `sweep.select_on` (default: the first) drives every
+search decision; the other eval sets give the verdict and are scored only once those decisions are
+made.
 - `search`: the loss is one more categorical; TPE (seeded, conditional) looks for the best
-  configuration overall, ASHA stops hopeless trials early.
+  configuration on the selection set, ASHA stops hopeless trials early. Then the winner's checkpoint
+  and the untrained model are scored on the verdict sets.
 - `compare`: the fair shoot-out. Every candidate loss gets the same tuning budget (same trials, same
-  steps, its own TPE study); its best *completed* configuration (an early-stopped score is not a
-  final one) is then re-trained with k fresh seeds, and `leaderboard.py` gives mean +/- 95% CI and a
-  paired test of each loss against the best.
+  steps, its own TPE study and its own ASHA), and the studies run side by side; each loss's best
+  configuration that ran its whole budget is then re-trained with k fresh seeds and judged on the
+  verdict sets beside the untrained model (`verdict.py` does the statistics).
 
 Each trial is a Tune function trainable that runs a `TorchTrainer` (Ray Train V2's pattern, with
 `TuneReportCallback` forwarding the workers' reports). MLflow: a parent run per sweep, one nested
@@ -16,28 +19,28 @@ child run per trial, found again by its Tune trial id so `--resume` never duplic
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from optuna.exceptions import ExperimentalWarning
-from optuna.samplers import RandomSampler, TPESampler
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from lossweep.losses import config_errors
 
 from .data import fingerprint
 from .evaluate import headline
 from .inputs import complete_loss, num_classes, resolve_paths, validate
-from .leaderboard import Leaderboard, build_leaderboard, sweep_runs
-from .space import DefineByRun, Space, build_space, grid_configs, trial_spec
-from .spec import Spec, SpecError, parse_spec
+from .leaderboard import Leaderboard
+from .scoring import score_model
+from .space import Space, build_space, grid_configs, trial_spec
+from .spec import EvalRef, Spec, SpecError, parse_spec
+from .studies import PerStudyScheduler, StudySearch
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
 from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
+from .verdict import build_leaderboard
 
 # How a trial's MLflow run ends; a run without one of these was stopped by an interrupt.
 CLOSED = ("completed", "pruned", "failed")
@@ -47,14 +50,33 @@ STATE_FILE = "sweep.json"
 # costs `workers x resources per worker`). Tune refuses an empty request, and any CPU share would
 # leave the workers one short on a full node; one byte of Ray's `memory` resource schedules anywhere.
 TRIAL_DRIVER_RESOURCES = {"memory": 1}
+SEARCH_STUDY = "search"  # the one study of a search; a compare names each study after its loss
 
 
 def sweep_metric(spec: Spec) -> str:
-    """The metric a sweep maximises: `sweep.metric`, else the headline of the first eval set."""
+    """The metric a sweep maximises on its selection set: `sweep.metric`, else the set's headline."""
     if spec.sweep.metric:
         return spec.sweep.metric
-    first = spec.eval[0]
-    return headline(first.type, first.label)
+    selection = spec.selection_set()
+    return headline(selection.type, selection.label)
+
+
+def verdict_metric(spec: Spec, ref: EvalRef) -> str:
+    """The metric a verdict set is judged on: the selection metric's name on that set when the two
+    sets are of one type (`ndcg_at_10/dim_64` stays `ndcg_at_10/dim_64`), else the set's headline."""
+    selection = spec.selection_set()
+    if ref.type == selection.type:
+        return f"eval/{ref.label}/" + sweep_metric(spec).removeprefix(f"eval/{selection.label}/")
+    return headline(ref.type, ref.label)
+
+
+def phase_spec(trial: Spec, phase: str, selection: str) -> Spec:
+    """What a trial scores: search and tuning trials the selection set only, at every evaluation;
+    seed runs every set, once, at the end (their configuration is already chosen)."""
+    if phase == "seeds":
+        evaluation = type(trial.evaluation)(**{**trial.evaluation.__dict__, "every_steps": 0, "at_start": False})
+        return trial.replace(evaluation=evaluation)
+    return trial.replace(evaluation=type(trial.evaluation)(**{**trial.evaluation.__dict__, "sets": (selection,)}))
 
 
 # --- One trial ---------------------------------------------------------------------------------------
@@ -72,9 +94,9 @@ def sweep_trial(
 ) -> None:
     """A Tune trial: the trial's spec, its MLflow child run (found again on resume), a Ray Train run."""
     spec = parse_spec(spec_data)
-    trial_config = config.get("trial", config)
+    trial_config = config["trial"]
     seed = config.get("seed")
-    trial = trial_spec(spec, space, trial_config, seed=seed)
+    trial = phase_spec(trial_spec(spec, space, trial_config, seed=seed), phase, spec.selection_set().label)
     errors = config_errors(trial.loss_config())
     if errors:  # fail the trial at once, before any worker starts
         raise ValueError("invalid trial configuration:\n  " + "\n  ".join(errors))
@@ -151,7 +173,6 @@ def _run_phase(
     *,
     storage: Path,
     resume: bool,
-    metric: str,
     tune_config: dict[str, Any],
     param_space: dict | None,
     callbacks: list,
@@ -170,32 +191,44 @@ def _run_phase(
     return tuner.fit()
 
 
-def _searcher(spec: Spec, space: Space, metric: str) -> OptunaSearch:
+def _search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dict[str, Any], int]:
+    """Tuner arguments for a search or tuning phase (one study per entry of `studies`), and its trials."""
     sweep = spec.sweep
-    # `group=True` is marked experimental by Optuna; it is what conditional spaces need.
-    warnings.filterwarnings(
-        "ignore", message=r"Argument ``group`` is an experimental feature", category=ExperimentalWarning
-    )
-    if sweep.sampler == "random":
-        sampler = RandomSampler(seed=sweep.seed)
-    else:  # TPE, conditional: group=True splits the space by the loss picked
-        sampler = TPESampler(seed=sweep.seed, multivariate=True, group=True, constant_liar=True)
-    return OptunaSearch(space=DefineByRun(space), metric=metric, mode="max", sampler=sampler)
-
-
-def _scheduler(spec: Spec, metric: str):
-    sweep = spec.sweep
-    if sweep.scheduler == "none":
-        return FIFOScheduler()
-    grace = sweep.grace_steps or spec.evaluation.every_steps
-    return ASHAScheduler(
+    by_loss = len(studies) > 1 or SEARCH_STUDY not in studies
+    asha = partial(
+        ASHAScheduler,
         time_attr="step",
         metric=metric,
         mode="max",
         max_t=spec.training.steps,
-        grace_period=grace,
+        grace_period=sweep.grace_steps or spec.evaluation.every_steps,
         reduction_factor=sweep.reduction_factor,
     )
+    scheduler = FIFOScheduler() if sweep.scheduler == "none" else PerStudyScheduler(asha, by_loss=by_loss)
+    if sweep.sampler == "grid":
+        configs = [config for space in studies.values() for config in grid_configs(space)]
+        return {
+            "param_space": {"trial": tune.grid_search(configs)},
+            "tune_config": {"max_concurrent_trials": sweep.max_concurrent, "scheduler": scheduler},
+        }, len(configs)
+    searcher = StudySearch(
+        studies,
+        sweep.trials,
+        metric=metric,
+        total_steps=spec.training.steps,
+        sampler=sweep.sampler,
+        seed=sweep.seed,
+    )
+    total = sweep.trials * len(studies)
+    return {
+        "param_space": None,
+        "tune_config": {
+            "search_alg": searcher,
+            "scheduler": scheduler,
+            "num_samples": total,
+            "max_concurrent_trials": sweep.max_concurrent,
+        },
+    }, total
 
 
 # --- The driver ------------------------------------------------------------------------------------------
@@ -217,6 +250,93 @@ def _load_state(root: Path) -> dict:
 def _save_state(root: Path, state: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a stop) before a phase finished; its state is saved for `--resume`."""
+
+
+@dataclass
+class Sweep:
+    """A sweep under way: its spec, space, tracking store, parent run and saved state."""
+
+    spec: Spec
+    space: Space
+    tracker: Tracker
+    parent: str
+    root: Path
+    state: dict
+    resume: bool
+    data_fingerprint: str
+
+    @property
+    def metric(self) -> str:
+        return sweep_metric(self.spec)
+
+    def trainable(self, phase: str):
+        trial = tune.with_parameters(
+            sweep_trial,
+            spec_data=self.spec.to_dict(),
+            space=self.space,
+            parent_run_id=self.parent,
+            tracking_uri=self.tracker.uri,
+            data_fingerprint=self.data_fingerprint,
+            phase=phase,
+        )
+        return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
+
+    def tune_phase(self, name: str, args: dict[str, Any], expected: int) -> None:
+        """Run a Tune phase unless a previous run of this sweep finished it.
+
+        Tune catches Ctrl-C itself, saves the experiment (running trials as running) and returns, but
+        then marks the trials it stopped as terminated. So a phase is done only when each of its
+        trials failed in Tune or had its MLflow run closed as completed, pruned or failed.
+        """
+        if name in self.state["phases_done"]:
+            return
+        callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps)]
+        grid = _run_phase(
+            name, self.trainable(name), storage=self.root, resume=self.resume, callbacks=callbacks, **args
+        )
+        closed = {
+            r.data.tags.get("lossweep.trial_id")
+            for r in self.tracker.children(self.parent)
+            if r.data.tags.get("lossweep.phase") == name and r.data.tags.get("lossweep.trial_state") in CLOSED
+        }
+        ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
+        if ended < expected:
+            raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
+        self.done(name)
+
+    def done(self, name: str) -> None:
+        self.state["phases_done"].append(name)
+        _save_state(self.root, self.state)
+
+    def score_phase(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int) -> None:
+        """Score a model that is not trained here (a Ray task) into a child run of its own."""
+        if name in self.state["phases_done"] or not sets:
+            return
+        for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
+            if run.data.tags.get("lossweep.phase") == name and run.info.status == "RUNNING":
+                self.tracker.end_run(run.info.run_id, "KILLED")
+        data = self.spec.to_dict()
+        data["mlflow"]["tracking_uri"] = redact(self.tracker.uri)
+        run_tags = provenance_tags(self.spec.hash(), self.data_fingerprint) | {
+            "lossweep.phase": name,
+            "lossweep.sweep": self.spec.name,
+            "lossweep.mode": self.spec.sweep.mode,
+        }
+        run_id = self.tracker.start_run(
+            self.spec.mlflow.experiment,
+            f"{tags['lossweep.loss']} ({name})",
+            {"model": model, "eval.sets": json.dumps(sets)},
+            run_tags | tags,
+            parent_run_id=self.parent,
+        )
+        score_model(self.spec, model, sets, self.tracker.uri, run_id, step)
+        self.tracker.set_tags(run_id, {"lossweep.trial_state": "completed", "lossweep.last_step": str(step)})
+        self.tracker.end_run(run_id, "FINISHED")
+        self.done(name)
 
 
 def run_sweep(
@@ -246,7 +366,11 @@ def run_sweep(
     tracker = Tracker(uri)
     space, notes = build_space(spec, loaded["train"])
     space = _with_num_labels(space, loaded["train"])
-    metric = sweep_metric(spec)
+    if not spec.verdict_sets():
+        notes.append(
+            f"no verdict set: the best score is measured on {spec.selection_set().label!r}, the set that chose it, "
+            "so it is optimistic; add an eval set that the search never sees to judge the winner"
+        )
     data_fingerprint = fingerprint(loaded["train"])
     if not state:
         data = spec.to_dict()
@@ -255,132 +379,89 @@ def run_sweep(
             "lossweep.role": "sweep",
             "lossweep.sweep": spec.name,
             "lossweep.mode": spec.sweep.mode,
-            "lossweep.metric": metric,
+            "lossweep.metric": sweep_metric(spec),
+            "lossweep.select_on": spec.selection_set().label,
+            "lossweep.verdict_metrics": json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
         }
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
         tracker.log_dict(parent, space.describe(), "search_space.json")
         state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
         _save_state(root, state)
-    parent = state["parent_run_id"]
-
-    def trainable_for(phase: str):
-        trial = tune.with_parameters(
-            sweep_trial,
-            spec_data=spec.to_dict(),
-            space=space,
-            parent_run_id=parent,
-            tracking_uri=uri,
-            data_fingerprint=data_fingerprint,
-            phase=phase,
-        )
-        return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
-
-    callbacks = [CloseChildRuns(uri, parent, spec.training.steps)]
-    common = {"storage": root, "resume": resume, "metric": metric, "callbacks": callbacks}
+    sweep = Sweep(spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint)
     try:
         if spec.sweep.mode == "search":
-            args, expected = _search_args(spec, space, metric)
-            _phase(
-                state,
-                root,
-                "search",
-                expected,
-                lambda: _run_phase("search", trainable_for("search"), **common, **args),
-                tracker,
-                parent,
-            )
+            _search(sweep)
         else:
-            for candidate in space.candidates:
-                phase = f"tune-{candidate.name}"
-                args, expected = _search_args(spec, space.only(candidate.name), metric)
-                _phase(
-                    state,
-                    root,
-                    phase,
-                    expected,
-                    lambda p=phase, a=args: _run_phase(p, trainable_for(p), **common, **a),
-                    tracker,
-                    parent,
-                )
-            best = _best_configs(tracker, parent, metric)
-            seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
-            seed_args = {
-                "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
-                "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
-            }
-            expected = len(best) * len(seeds)
-            _phase(
-                state,
-                root,
-                "seeds",
-                expected,
-                lambda: _run_phase("seeds", trainable_for("seeds"), **common, **seed_args),
-                tracker,
-                parent,
-            )
+            _compare(sweep)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished trials and their MLflow runs are kept; resume: lossweep sweep {source} --resume"
         )
         raise
-    board = build_leaderboard(sweep_runs(tracker, parent), metric, spec.sweep.mode, tracker)
-    board.log(tracker, parent)
-    tracker.end_run(parent, "FINISHED")
-    return SweepOutcome(parent, board, tracker.run_url(parent), notes_start + notes)
+    board = build_leaderboard(tracker, sweep.parent)
+    board.log(tracker, sweep.parent)
+    tracker.end_run(sweep.parent, "FINISHED")
+    return SweepOutcome(sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes)
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a stop) before a phase finished; its state is saved for `--resume`."""
+def _search(sweep: Sweep) -> None:
+    """TPE + ASHA on the selection set; then the winner and the untrained model on the verdict sets."""
+    args, expected = _search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
+    sweep.tune_phase("search", args, expected)
+    verdict = [ref.label for ref in sweep.spec.verdict_sets()]
+    _score_baseline(sweep)
+    winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase="search")
+    if winner is not None and verdict:
+        checkpoint = winner.data.tags.get("lossweep.checkpoint", "")
+        sweep.score_phase(
+            "verdict",
+            str(Path(checkpoint) / "model"),
+            verdict,
+            {"lossweep.loss": winner.data.tags["lossweep.loss"], "lossweep.scores_run": winner.info.run_id},
+            step=sweep.spec.training.steps,
+        )
 
 
-def _phase(state: dict, root: Path, name: str, expected: int, run, tracker: Tracker, parent: str) -> None:
-    """Run a phase unless a previous run of this sweep finished it.
-
-    Tune catches Ctrl-C itself, saves the experiment (running trials as running) and returns, but
-    then marks the trials it stopped as terminated. So a phase is done only when each of its trials
-    failed in Tune or had its MLflow run closed as completed, pruned or failed by `CloseChildRuns`.
-    """
-    if name in state["phases_done"]:
-        return
-    grid = run()
-    closed = {
-        r.data.tags.get("lossweep.trial_id")
-        for r in tracker.children(parent)
-        if r.data.tags.get("lossweep.phase") == name and r.data.tags.get("lossweep.trial_state") in CLOSED
+def _compare(sweep: Sweep) -> None:
+    """Per-loss studies side by side on the selection set, then seeds of each loss's best on all sets."""
+    spec, space = sweep.spec, sweep.space
+    studies = {candidate.name: space.only(candidate.name) for candidate in space.candidates}
+    args, expected = _search_args(spec, studies, sweep.metric)
+    sweep.tune_phase("tune", args, expected)
+    best = _best_configs(sweep.tracker, sweep.parent, sweep.metric)
+    _score_baseline(sweep)
+    seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
+    seed_args = {
+        "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
+        "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
     }
-    ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
-    if ended < expected:
-        raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
-    state["phases_done"].append(name)
-    _save_state(root, state)
+    sweep.tune_phase("seeds", seed_args, len(best) * len(seeds))
 
 
-def _search_args(spec: Spec, space: Space, metric: str) -> tuple[dict[str, Any], int]:
-    """Tuner arguments for a search phase, and how many trials it runs."""
-    sweep = spec.sweep
-    if sweep.sampler == "grid":
-        configs = grid_configs(space)
-        return {
-            "param_space": {"trial": tune.grid_search(configs)},
-            "tune_config": {"max_concurrent_trials": sweep.max_concurrent, "scheduler": _scheduler(spec, metric)},
-        }, len(configs)
-    return {
-        "param_space": None,
-        "tune_config": {
-            "search_alg": _searcher(spec, space, metric),
-            "scheduler": _scheduler(spec, metric),
-            "num_samples": sweep.trials,
-            "max_concurrent_trials": sweep.max_concurrent,
-        },
-    }, sweep.trials
+def _score_baseline(sweep: Sweep) -> None:
+    """The model before training, scored once on every eval set (no search decision depends on it)."""
+    sets = [ref.label for ref in sweep.spec.eval]
+    sweep.score_phase("baseline", sweep.spec.model, sets, {"lossweep.loss": "baseline (untrained)"}, step=0)
+
+
+def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
+    """The completed trial of a phase with the best selection score (never a pruned one)."""
+    runs = [
+        r
+        for r in tracker.children(parent)
+        if r.data.tags.get("lossweep.phase") == phase
+        and r.data.tags.get("lossweep.trial_state") == "completed"
+        and metric in r.data.metrics
+    ]
+    return max(runs, key=lambda r: r.data.metrics[metric], default=None)
 
 
 def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]:
-    """Per loss, the trial config of its best trial that ran its whole budget (never a pruned score)."""
+    """Per loss, the trial config of its best tuning trial that ran its whole budget."""
     best: dict[str, tuple[float, dict]] = {}
-    for run in sweep_runs(tracker, parent):
+    for run in tracker.children(parent):
         tags = run.data.tags
-        if not tags.get("lossweep.phase", "").startswith("tune-") or tags.get("lossweep.trial_state") != "completed":
+        if tags.get("lossweep.phase") != "tune" or tags.get("lossweep.trial_state") != "completed":
             continue
         value = run.data.metrics.get(metric)
         loss = tags["lossweep.loss"]

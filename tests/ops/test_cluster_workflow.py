@@ -165,7 +165,8 @@ def test_ray_job_submit_runs_the_sweep_into_the_configured_store(submitted):
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("lossweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]) == 2
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["lossweep.phase"] for r in children) == ["baseline", "search", "search"]
     # Artifacts live beside the database, not in Ray's temporary copy of the working dir.
     assert experiment.artifact_location == (submitted["root"] / "mlartifacts").as_uri()
     assert (submitted["root"] / "mlartifacts").is_dir()

@@ -49,7 +49,7 @@ def test_diverged_and_out_of_memory_trials_are_failed_not_scored(ray_local, data
     outcome = run_sweep(spec, tracking_uri=uri)
 
     # Then the healthy trial completes, the others are failed with their reason, nothing is scored twice
-    runs = Tracker(uri).children(outcome.parent_run_id)
+    runs = [r for r in Tracker(uri).children(outcome.parent_run_id) if r.data.tags["lossweep.phase"] == "search"]
     by_config = {(r.data.params["training.learning_rate"], r.data.params["training.batch_size"]): r for r in runs}
     assert len(by_config) == 4
     healthy = by_config[("0.001", "16")]
@@ -67,7 +67,7 @@ def test_diverged_and_out_of_memory_trials_are_failed_not_scored(ray_local, data
         assert "out of memory at step 1 with 8192 rows per worker" in oom.data.tags["lossweep.error"]
         assert "lower training.batch_size" in oom.data.tags["lossweep.error"]
     row = outcome.leaderboard.rows[0]
-    assert (row.completed, row.failed) == (1, 3)
-    assert row.mean == healthy.data.metrics[METRIC]
+    assert (row.tuning.completed, row.tuning.failed) == (1, 3)
+    assert row.selection == healthy.data.metrics[METRIC]
     assert "Failed trials (counted as failed, not as scores): BatchHardTripletLoss" in outcome.leaderboard.verdict
     assert MlflowClient(uri).get_run(outcome.parent_run_id).info.status == "FINISHED"

@@ -127,6 +127,33 @@ BAD_SPECS = {
         lambda s: s["train"].update(split="dev"),
         "no qrels for split 'dev'; splits found: ['test', 'train']",
     ),
+    "compare judged on the set that chose its configurations": (
+        lambda s: s.update(sweep={"mode": "compare", "losses": ["MultipleNegativesRankingLoss"], "seeds": 3}),
+        "sweep.select_on: compare mode would judge the losses on 'cranfield', the set that chose their configurations",
+    ),
+    "compare with two seeds": (
+        lambda s: s.update(sweep={"mode": "compare", "seeds": 2}),
+        "sweep.seeds: 2: compare mode needs at least 3 seeds per loss to measure training noise",
+    ),
+    "select_on names no eval set": (
+        lambda s: s.update(sweep={"select_on": "cranfield-val"}),
+        "sweep.select_on: 'cranfield-val' is not an eval set; eval sets are ['cranfield']",
+    ),
+    "a carved set with a path as well": (
+        lambda s: s["eval"].append({"type": "retrieval", "path": "cranfield", "from_train": {"size": 10}, "name": "v"}),
+        "eval[1]: set exactly one of path, hub, or from_train",
+    ),
+    "carving more queries than training has": (
+        lambda s: s["eval"].append({"type": "retrieval", "from_train": {"size": 500}, "name": "val"}),
+        "eval[1]: from_train.size: 500 held-out queries would leave no training query of 150; hold out fewer",
+    ),
+    "a retrieval set carved from pairs that are not BEIR": (
+        lambda s: (
+            s.update(train={"path": "snli", "split": "dev", "view": "pairs"}),
+            s["eval"].append({"type": "retrieval", "from_train": {"size": 10}, "name": "val"}),
+        ),
+        "eval[1]: from_train: retrieval validation is carved from BEIR training data",
+    ),
 }
 
 
