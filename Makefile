@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 # Tests and the quickstart call the lossweep, ray and mlflow commands of this environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart sweep test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ install: $(VENV)/.installed
 
 quickstart: install
 	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/lossweep sweep experiments/quickstart.yaml --resume
+
+# Any shipped experiment, set-up included: make sweep SPEC=experiments/cranfield-compare.yaml
+SPEC ?= experiments/quickstart.yaml
+sweep: install
+	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/lossweep sweep $(SPEC) --resume
 
 lint: install
 	$(BIN)/ruff check .
