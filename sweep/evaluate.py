@@ -80,6 +80,9 @@ class RetrievalEvaluator:
 
     def __init__(self, name: str, data: RetrievalSet, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
         self.name, self.dims = name, dims
+        # Sets that search one corpus (a validation set carved from training, and the test set) share
+        # its encoding within one evaluation.
+        self.corpus_key = hash(tuple(data.corpus.items()))
         self.ir = _IRFromEmbeddings(
             queries=data.queries,
             corpus=data.corpus,
@@ -95,10 +98,15 @@ class RetrievalEvaluator:
             score_functions={"cosine": cos_sim},
         )
 
-    def __call__(self, model: SentenceTransformer) -> EvalResult:
+    def __call__(self, model: SentenceTransformer, corpora: dict[int, torch.Tensor] | None = None) -> EvalResult:
+        """Score `model`; `corpora` holds corpus encodings already made in this evaluation, by corpus."""
         ir = self.ir
         queries = model.encode_query(ir.queries, batch_size=ir.batch_size, convert_to_tensor=True)
-        corpus = model.encode_document(ir.corpus, batch_size=ir.batch_size, convert_to_tensor=True)
+        corpora = {} if corpora is None else corpora
+        if self.corpus_key not in corpora:
+            encoded = model.encode_document(ir.corpus, batch_size=ir.batch_size, convert_to_tensor=True)
+            corpora[self.corpus_key] = encoded
+        corpus = corpora[self.corpus_key]
         full, sizes = _sizes(model, self.dims)
         result = EvalResult()
         for dim in sizes:
@@ -233,9 +241,9 @@ def evaluate(
         with distributed_evaluation(model, enabled=distributed) as is_main, torch.no_grad():
             if not is_main:
                 return None
-            total = EvalResult()
+            total, corpora = EvalResult(), {}
             for evaluator in evaluators:
-                result = evaluator(model)
+                result = evaluator(model, corpora) if isinstance(evaluator, RetrievalEvaluator) else evaluator(model)
                 total.metrics.update(result.metrics)
                 total.per_query.update(result.per_query)
             return total

@@ -15,7 +15,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
 )
 
 from lossweep.sweep import data as d
-from lossweep.sweep.evaluate import RetrievalEvaluator, STSEvaluator, TripletEvaluator
+from lossweep.sweep.evaluate import RetrievalEvaluator, STSEvaluator, TripletEvaluator, evaluate
 from lossweep.sweep.models import load_model
 
 DIMS = [32, 16, 8]
@@ -53,6 +53,18 @@ def test_retrieval_encodes_every_text_once_for_all_sizes(model, cranfield, monke
     for dim in DIMS:
         assert f"eval/cranfield/ndcg_at_10/dim_{dim}" in result.metrics
     assert result.metrics["eval/cranfield/ndcg_at_10"] == result.metrics["eval/cranfield/ndcg_at_10/dim_32"]
+
+
+def test_sets_searching_one_corpus_share_its_encoding(model, data_dir, monkeypatch):
+    # A validation set carved from the training queries searches the same corpus as the test set.
+    validation = d.load_beir(data_dir / "cranfield", "train", limit=20)
+    test = d.load_beir(data_dir / "cranfield", "test", limit=20)
+    seen = count_encoded_texts(model, monkeypatch)
+    result = evaluate(model, [RetrievalEvaluator("val", validation), RetrievalEvaluator("test", test)])
+    texts = list(validation.queries.values()) + list(test.queries.values()) + list(test.corpus.values())
+    assert Counter(seen) == Counter(texts)
+    alone = RetrievalEvaluator("test", test)(model).metrics
+    assert result.metrics["eval/test/ndcg_at_10"] == pytest.approx(alone["eval/test/ndcg_at_10"], abs=1e-9)
 
 
 def test_retrieval_metrics_equal_sentence_transformers_at_every_size(model, cranfield):
