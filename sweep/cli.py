@@ -33,8 +33,10 @@ def _short(reason: str) -> str:
 
 
 def losses_command(args: argparse.Namespace) -> int:
-    """Print the catalogue; with --data, which losses fit that dataset and why the others do not."""
+    """Print the catalogue; with --data, which losses fit that dataset and why the others do not
+    (with --negatives, also which fit once hard negatives are mined for its pairs, and in which shape)."""
     fits: dict[str, Fit] = {}
+    mined: dict[str, str] = {}
     if args.data:
         from lossweep.sweep.data import DataError, load_local
 
@@ -44,6 +46,8 @@ def losses_command(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         fits = {f.loss: f for f in fit_report(dataset)}
+        if args.negatives:
+            mined = _with_mined_negatives(dataset, args.num_negatives)
     if args.json:
         rows = []
         for name, entry in LOSSES.items():
@@ -59,6 +63,8 @@ def losses_command(args: argparse.Namespace) -> int:
             }
             if name in fits:
                 row["fits"], row["reason"] = fits[name].ok, fits[name].reason
+            if args.negatives and name in fits:
+                row["fits_with_mined_negatives"] = mined.get(name)
             rows.append(row)
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -69,6 +75,8 @@ def losses_command(args: argparse.Namespace) -> int:
     table.add_column("tunable hyperparameters: default [search range]")
     if fits:
         table.add_column(f"fits {args.data}")
+    if args.negatives and fits:
+        table.add_column("with mined negatives")
     for name, entry in LOSSES.items():
         row = [name, _format_cell(name), "yes" if entry.in_batch else "", _params_cell(name)]
         if fits:
@@ -76,13 +84,35 @@ def losses_command(args: argparse.Namespace) -> int:
             row.append(
                 "(as its base)" if fit is None else "[green]yes[/]" if fit.ok else f"[red]no[/]: {_short(fit.reason)}"
             )
+        if args.negatives and fits:
+            row.append(
+                "(as its base)" if name not in fits else f"[green]yes[/]: {mined[name]}" if name in mined else "no"
+            )
         table.add_row(*row)
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if fits:
         fitting = [name for name, fit in fits.items() if fit.ok]
         console.print(f"{len(fitting)} losses fit {args.data}: {', '.join(fitting) or 'none'}")
+    if args.negatives and fits:
+        extra = [name for name in mined if not fits[name].ok]
+        console.print(f"{len(extra)} more with mined negatives: {', '.join(extra) or 'none'}")
     return 0
+
+
+def _with_mined_negatives(dataset, num_negatives: int) -> dict[str, str]:
+    """Loss -> the shape it would train on once negatives are mined for these (anchor, positive) pairs."""
+    from lossweep.losses.fit import fit
+    from lossweep.sweep.negatives import shape_for, shaped_features
+
+    if len(dataset.column_names) != 2 or any(c in ("label", "labels", "score", "scores") for c in dataset.column_names):
+        return {}  # mining needs (anchor, positive) pairs
+    out = {}
+    for name, entry in LOSSES.items():
+        shape = None if entry.modifier else shape_for(name)
+        if shape is not None and fit(name, shaped_features(shape, num_negatives)).ok:
+            out[name] = f"{shape} ({num_negatives} per anchor)" if shape != "labeled-pairs" else "labeled pairs (1 / 0)"
+    return out
 
 
 def _load(path: str):
@@ -103,7 +133,7 @@ def validate_command(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 1
     rows = f", {len(loaded['train'])} training rows" if loaded else ""
-    print(f"{args.spec}: valid ({spec.loss_config().label()}{rows})")
+    print(f"{args.spec}: valid ({spec.loss_label()}{rows})")
     return 0
 
 
@@ -230,6 +260,45 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def negatives_command(args: argparse.Namespace) -> int:
+    """Mine the hard negatives a spec asks for (or find them in the cache): summary, examples, where."""
+    from lossweep.sweep.inputs import resolve_paths, validate
+    from lossweep.sweep.negatives import read
+    from lossweep.sweep.spec import SpecError
+    from lossweep.sweep.tasks import mine_negatives
+
+    try:
+        spec = _load(args.spec)
+        if spec.negatives is None:
+            raise SpecError(args.spec, ["negatives: missing; add a negatives section (e.g. `negatives: {}`)"])
+        validate(spec, args.spec)
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 1
+    spec = resolve_paths(spec)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for variant in spec.mining_variants():
+        directory, summary, fresh = mine_negatives(variant)
+        how = f"mined in {summary['mining_seconds']:.1f} s" if fresh else "found in the cache (nothing mined)"
+        console.print(f"[bold]negatives {directory.name}[/]: {how}")
+        console.print(f"  cache: {directory}")
+        knobs = {k: v for k, v in summary["knobs"].items() if v is not None}
+        console.print(f"  knobs: {', '.join(f'{k}={v}' for k, v in knobs.items())}")
+        console.print(
+            f"  {summary['pairs']} pairs -> {summary['rows']} rows x {summary['negatives_per_anchor']} negatives "
+            f"({summary['anchors']} anchors; {summary['pairs_without_enough_negatives']} pairs without enough "
+            f"negatives); {summary['dropped_false_negatives']} documents judged relevant dropped as negatives"
+        )
+        quantiles = summary["score_margin_quantiles"]
+        console.print("  positive - negative score: " + ", ".join(f"{q} {v:+.3f}" for q, v in quantiles.items()))
+        mined = read(directory)
+        for row in mined.select(range(min(args.examples, len(mined)))):
+            console.print(f"  - anchor:   {row['anchor'][:110]}")
+            console.print(f"    positive: {row['positive'][:110]}  [{row['scores'][0]:.3f}]")
+            console.print(f"    negative: {row['negative_1'][:110]}  [{row['scores'][1]:.3f}]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     losses.add_argument("--split", default="train", help="split to read (default: train)")
     losses.add_argument("--view", help="layout to build from the folder, e.g. triplets or pair-class for SNLI")
+    losses.add_argument(
+        "--negatives", action="store_true", help="with --data: which losses fit once hard negatives are mined"
+    )
+    losses.add_argument("--num-negatives", type=int, default=1, help="negatives per anchor for --negatives (default 1)")
     losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
     losses.set_defaults(func=losses_command)
 
@@ -247,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("spec", help="path to an experiment YAML file")
     validate.add_argument("--no-data", action="store_true", help="skip loading the data (structure and values only)")
     validate.set_defaults(func=validate_command)
+
+    negatives = commands.add_parser(
+        "negatives", help="mine the hard negatives a spec asks for, or find them in the cache; show a summary"
+    )
+    negatives.add_argument("spec", help="path to an experiment YAML file with a negatives section")
+    negatives.add_argument("--examples", type=int, default=3, help="example triplets to print (default 3)")
+    negatives.set_defaults(func=negatives_command)
 
     train = commands.add_parser("train", help="train one configuration on Ray workers and track it in MLflow")
     train.add_argument("spec", help="path to an experiment YAML file")

@@ -123,6 +123,16 @@ def beir_pairs(folder: Path, split: str) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
 
 
+def beir_top_pairs(folder: Path, split: str) -> datasets.Dataset:
+    """(anchor=query, positive=its most relevant document): one pair per query, as training sets
+    that keep one positive per query (MS MARCO style) have it."""
+    pairs = beir_pairs(folder, split)
+    first = {}
+    for index, anchor in enumerate(pairs["anchor"]):
+        first.setdefault(anchor, index)
+    return pairs.select(sorted(first.values()))
+
+
 # --- The other public sets ---------------------------------------------------------------------------
 
 
@@ -273,7 +283,7 @@ Loader = Callable[[Path, str], datasets.Dataset]
 
 # kind -> (how to recognise its folder, {view: loader}); the first view is the default.
 KINDS: dict[str, tuple[Callable[[Path], bool], dict[str, Loader]]] = {
-    "beir": (lambda p: (p / "corpus.jsonl").is_file(), {"pairs": beir_pairs}),
+    "beir": (lambda p: (p / "corpus.jsonl").is_file(), {"pairs": beir_pairs, "top-pairs": beir_top_pairs}),
     "stsb": (lambda p: (p / "sts-test.csv").is_file(), {"scored-pairs": stsb, "binary-pairs": stsb_binary}),
     "snli": (
         lambda p: (p / "snli_1.0_test.csv").is_file(),

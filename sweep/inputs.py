@@ -8,10 +8,12 @@ from pathlib import Path
 import datasets
 
 from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry
+from lossweep.losses.fit import fit
 
 from . import data as d
 from . import holdout
-from .models import ModelError, load_model, model_dimension, resolve_model
+from . import negatives as neg
+from .models import ModelError, load_model, model_dimension, model_fingerprint, resolve_model
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, Spec, SpecError, check_values
 from .teacher import with_teacher_embeddings, with_teacher_scores
@@ -60,10 +62,18 @@ def _load_retrieval(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int |
     return d.load_beir(folder, split, limit)
 
 
+def train_pairs(spec: Spec) -> datasets.Dataset:
+    """The training rows as the data gives them, without the held-out validation rows."""
+    return _without_holdout(load_ref(spec.train, spec), spec)
+
+
 def train_dataset(spec: Spec) -> datasets.Dataset:
-    """The training rows, without the held-out validation rows, with teacher labels when the loss
-    distils from `spec.teacher`."""
-    dataset = _without_holdout(load_ref(spec.train, spec), spec)
+    """The rows the loss trains on: the training rows without the held-out validation rows, with
+    mined hard negatives in the loss's shape when it uses them, and teacher labels when it distils."""
+    dataset = train_pairs(spec)
+    if uses_negatives(spec, dataset.features):
+        directory = negatives_dir(spec, mining_input(spec, dataset))
+        dataset = neg.shape(neg.read(directory), negatives_shape(spec))
     if spec.teacher and "label" not in dataset.column_names:
         entry = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name)
         wants = {fmt.label for fmt in entry.formats}
@@ -73,6 +83,53 @@ def train_dataset(spec: Spec) -> datasets.Dataset:
         elif LabelKind.TEACHER_EMBEDDINGS in wants:
             dataset = with_teacher_embeddings(dataset, teacher)
     return dataset
+
+
+# --- Mined hard negatives -----------------------------------------------------------------------------------
+
+
+def negatives_shape(spec: Spec) -> str | None:
+    """The mined shape the spec's loss takes, or None."""
+    return neg.shape_for(spec.loss.leaf, spec.negatives.shape if spec.negatives else "auto")
+
+
+def uses_negatives(spec: Spec, pairs: datasets.Features) -> bool:
+    """Whether the spec's loss trains on mined negatives: when it asks to (`loss.negatives: true`), or,
+    left to lossweep, when it cannot take the pairs as they are but can take a mined shape."""
+    if spec.negatives is None or spec.loss.negatives is False:
+        return False
+    if spec.loss.negatives:
+        return True
+    return not fit(spec.loss.leaf, pairs).ok and negatives_shape(spec) is not None
+
+
+def mining_input(spec: Spec, pairs: datasets.Dataset) -> neg.MiningInput:
+    """What mining needs: the training pairs, the corpus to mine from (a BEIR folder's whole corpus,
+    else the positives) and, per anchor, every document judged relevant to its query."""
+    ref = spec.train
+    is_beir = ref.hub is not None or (_local_path(ref, spec) / "corpus.jsonl").is_file()
+    if not is_beir or ref.view not in (None, "pairs", "top-pairs"):
+        return neg.MiningInput(pairs, None, {})
+    judged = _load_retrieval(ref, spec, ref.split)
+    relevant = {judged.queries[q]: {judged.corpus[doc] for doc in docs} for q, docs in judged.qrels.items()}
+    return neg.MiningInput(pairs, list(judged.corpus.values()), relevant)
+
+
+def negatives_dir(spec: Spec, inputs: neg.MiningInput) -> Path:
+    """Where the negatives this spec asks for are (or will be) cached."""
+    knobs = neg.knobs(spec)
+    return neg.cache_dir(spec.output_dir, neg.cache_key(inputs, knobs, model_fingerprint(knobs.model)))
+
+
+def _negatives_problems(spec: Spec, pairs: datasets.Dataset, variants: list[Spec]) -> list[str]:
+    """Mining knobs of every variant (the spec, and each searched mining config) checked before Ray."""
+    inputs = mining_input(spec, pairs)
+    found: list[str] = []
+    for variant in variants:
+        for problem in neg.problems(inputs, neg.knobs(variant), resolve_model):
+            if problem not in found:
+                found.append(problem)
+    return found
 
 
 @dataclass(frozen=True)
@@ -124,7 +181,8 @@ def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
 def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[str, datasets.Dataset]:
     """Every check that runs before Ray starts; raises SpecError listing all problems.
 
-    Returns the loaded training set (key 'train') so callers need not read it twice.
+    Returns the training rows as the data gives them, validation rows held out (key 'train'), so
+    callers need not read them again.
     """
     problems = check_values(spec)
     loaded: dict[str, datasets.Dataset] = {}
@@ -145,7 +203,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
     if load_data:
         carved = next((i for i, ref in enumerate(spec.eval) if ref.from_train is not None), None)
         try:
-            loaded["train"] = train_dataset(spec)
+            loaded["train"] = train_pairs(spec)
         except (d.DataError, ModelError) as error:
             # A validation set that cannot be carved is its eval entry's fault, reported there below.
             if carved is None or "from_train" not in str(error):
@@ -156,15 +214,38 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
             except d.DataError as error:
                 problems.append(f"eval[{i}]: {error}")
         if "train" in loaded and not any(p.startswith("loss") for p in problems):
-            try:
-                check_dataset(spec.loss_config(), loaded["train"], name=_describe(spec.train))
-            except DataFormatError as error:
-                problems.append(f"train: {error}")
-            else:
-                problems += _sampler_problems(spec, loaded["train"])
+            problems += _training_problems(spec, loaded["train"])
     if problems:
         raise SpecError(source, problems)
     return loaded
+
+
+def _training_problems(spec: Spec, pairs: datasets.Dataset) -> list[str]:
+    """The loss must take the rows it will train on: the data, or the negatives mined for it."""
+    problems = []
+    if spec.negatives is not None:
+        problems += _negatives_problems(spec, pairs, spec.mining_variants())
+    if uses_negatives(spec, pairs.features):
+        if negatives_shape(spec) is None:
+            return problems + [
+                f"loss: {spec.loss.leaf} cannot take mined negatives in the shape {spec.negatives.shape!r}; "
+                "set negatives.shape: auto, or loss.negatives: false"
+            ]
+        rows: datasets.Dataset | datasets.Features = neg.shaped_features(
+            negatives_shape(spec), spec.negatives.num_negatives
+        )
+    else:
+        try:
+            rows = train_dataset(spec)
+        except (d.DataError, ModelError) as error:
+            return problems + [f"train: {error}"]
+    try:
+        check_dataset(spec.loss_config(), rows, name=_describe(spec.train))
+    except DataFormatError as error:
+        return problems + [f"train: {error}"]
+    if isinstance(rows, datasets.Dataset):
+        problems += _sampler_problems(spec, rows)
+    return problems
 
 
 def complete_loss(spec: Spec, dataset: datasets.Dataset) -> Spec:

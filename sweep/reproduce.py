@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .data import fingerprint
-from .inputs import train_dataset
+from .inputs import train_pairs
 from .spec import Spec, parse_spec
 from .tracking import Tracker, package_versions
 from .train import train
@@ -57,7 +57,7 @@ def provenance_problems(tracker: Tracker, run_id: str, spec: Spec) -> list[str]:
     tags = tracker.client.get_run(run_id).data.tags
     problems = []
     recorded = tags.get("lossweep.data_fingerprint")
-    current = fingerprint(train_dataset(spec))
+    current = fingerprint(train_pairs(spec))
     if recorded != current:
         problems.append(
             f"data fingerprint differs: the run trained on {recorded}, the data at {spec.data_dir} is now {current}"

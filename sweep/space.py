@@ -8,6 +8,7 @@ nesting, so a trial's config reads `{"loss": ..., "<Loss>": {...}, "shared": {..
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ import datasets
 import optuna
 
 from lossweep.losses import LOSSES, LossConfig, fit_report, get_entry
+from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
-from .spec import LossSpec, ParamRange, Spec
+from .negatives import shape_for, shaped_features
+from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, Spec
 
 # Losses that compute the same objective as another entry (GradCache only changes memory use): a
 # sweep over "all" keeps one of each pair, so the budget goes to distinct objectives.
@@ -79,14 +82,20 @@ def _dim_from_range(name: str, rng: ParamRange, kind: str) -> Dim:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A loss a sweep may pick: its fixed parameters, and the dimensions searched for it."""
+    """A loss a sweep may pick: its fixed parameters, the dimensions searched for it, and whether it
+    trains on mined negatives (`negatives` as the spec asked: true, false or null for automatic;
+    `mined` as resolved on the data)."""
 
     config: LossConfig
     dims: tuple[Dim, ...] = ()
+    negatives: bool | None = None
+    mined: bool = False
 
     @property
     def name(self) -> str:
-        return self.config.name
+        """The candidate's name in the sweep: the loss, marked when it opted in to mined negatives
+        (so MNRL on pairs and MNRL on mined negatives are two candidates)."""
+        return self.config.name + (NEGATIVES_SUFFIX if self.negatives else "")
 
 
 SHARED_KINDS = {"learning_rate": "float", "batch_size": "int", "warmup_ratio": "float", "weight_decay": "float"}
@@ -96,6 +105,7 @@ SHARED_KINDS = {"learning_rate": "float", "batch_size": "int", "warmup_ratio": "
 class Space:
     candidates: tuple[Candidate, ...]
     shared: tuple[Dim, ...] = field(default_factory=tuple)
+    negatives: tuple[Dim, ...] = field(default_factory=tuple)  # mining knobs, for candidates that mine
 
     def describe(self) -> dict[str, Any]:
         """The space as data, for the parent run's `search_space.json`."""
@@ -109,10 +119,11 @@ class Space:
                 for c in self.candidates
             },
             "shared": {d.name: dim(d) for d in self.shared},
+            "negatives": {d.name: dim(d) for d in self.negatives},
         }
 
     def only(self, name: str) -> Space:
-        return Space(tuple(c for c in self.candidates if c.name == name), self.shared)
+        return Space(tuple(c for c in self.candidates if c.name == name), self.shared, self.negatives)
 
 
 def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Candidate], list[str]]:
@@ -122,6 +133,8 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
     if sweep.losses == "all":
         if train is not None:
             fitting = [f.loss for f in fit_report(train) if f.ok]
+            if spec.negatives is not None:  # and those that fit once negatives are mined
+                fitting += [name for name in LOSSES if name not in fitting and _mines(spec, name, train.features)]
         else:
             fitting = [name for name, entry in LOSSES.items() if not entry.modifier]
         configs = []
@@ -137,8 +150,11 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
                 configs.append(LossConfig(name))
     else:
         configs = [LossConfig(item) if isinstance(item, str) else item.config() for item in sweep.losses]
+    # Whether each loss asked for mined negatives (null: decided by the data).
+    listed = () if sweep.losses == "all" else sweep.losses
+    asked = [getattr(item, "negatives", None) for item in listed] or [None] * len(configs)
     candidates = []
-    for config in configs:
+    for config, negatives in zip(configs, asked, strict=True):
         entry = get_entry(config.name)
         overrides = sweep.params.get(config.name, {})
         dims = []
@@ -149,12 +165,27 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
                 dims.append(_dim_from_range(param.name, overrides[param.name], param.kind))
             elif param.tune and param.search:
                 dims.append(_dim_from_param(param))
-        candidates.append(Candidate(config, tuple(dims)))
+        leaf = config.base.name if config.base is not None else config.name
+        mined = spec.negatives is not None and (
+            bool(negatives) or (negatives is None and train is not None and _mines(spec, leaf, train.features))
+        )
+        candidates.append(Candidate(config, tuple(dims), negatives, mined))
     return candidates, notes
+
+
+def _mines(spec: Spec, loss: str, pairs: datasets.Features) -> bool:
+    """A loss that cannot take the pairs as they are, but can take them with mined negatives."""
+    shape = shape_for(loss, spec.negatives.shape)
+    return not fit(loss, pairs).ok and shape is not None and fit(loss, shaped_features(shape, 1)).ok
 
 
 def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list[str]]:
     candidates, notes = candidates_for(spec, train)
+    mining = tuple(
+        Dim(knob, "categorical", choices=tuple(rng.choices or ())) for knob, rng in spec.sweep.negatives.items()
+    )
+    if spec.negatives is not None and not any(c.mined for c in candidates):
+        notes.append("negatives: no loss of this sweep trains on mined negatives, so nothing is mined")
     shared = []
     for name, rng in spec.sweep.shared.items():
         kind = SHARED_KINDS.get(name, "categorical")
@@ -163,7 +194,7 @@ def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list
             if kind != "categorical"
             else Dim(name, "categorical", choices=tuple(rng.choices or ()))
         )
-    return Space(tuple(candidates), tuple(shared)), notes
+    return Space(tuple(candidates), tuple(shared), mining if any(c.mined for c in candidates) else ()), notes
 
 
 class DefineByRun:
@@ -182,13 +213,16 @@ class DefineByRun:
         constants: dict[str, Any] = {} if len(names) > 1 else {"loss": loss}
         values = dict(candidate.config.params)
         for dim in candidate.dims:
-            allowed = valid_choices(candidate.name, dim, values)
+            allowed = valid_choices(candidate.config.name, dim, values)
             if allowed is None:
                 values[dim.name] = dim.suggest(trial, f"{loss}/{dim.name}")
             else:  # an earlier pick leaves one valid value (e.g. GTE directions need partition_mode joint)
                 values[dim.name] = constants[f"{loss}/{dim.name}"] = _encode(allowed)
         for dim in self.space.shared:
             dim.suggest(trial, f"shared/{dim.name}")
+        if candidate.mined:  # conditional: only a loss that trains on mined negatives picks how they are mined
+            for dim in self.space.negatives:
+                dim.suggest(trial, f"negatives/{dim.name}")
         return constants or None
 
 
@@ -224,13 +258,16 @@ def grid_configs(space: Space) -> list[dict[str, Any]]:
     """Every combination of choices, loss by loss (a grid needs choices for every dimension)."""
     configs = []
     for candidate in space.candidates:
-        dims = list(candidate.dims) + list(space.shared)
-        entry = get_entry(candidate.name)
+        mining = list(space.negatives) if candidate.mined else []
+        dims = list(candidate.dims) + list(space.shared) + mining
+        entry = get_entry(candidate.config.name)
         for values in itertools.product(*(d.grid() for d in dims)):
             config: dict[str, Any] = {"loss": candidate.name, candidate.name: {}, "shared": {}}
+            if mining:
+                config["negatives"] = {}
             for dim, value in zip(dims, values, strict=True):
-                target = config["shared"] if dim in space.shared else config[candidate.name]
-                target[dim.name] = value
+                group = "shared" if dim in space.shared else "negatives" if dim in mining else candidate.name
+                config[group][dim.name] = value
             params = (
                 entry.defaults()
                 | dict(candidate.config.params)
@@ -248,7 +285,11 @@ def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | Non
     candidate = next(c for c in space.candidates if c.name == name)
     params = dict(candidate.config.params) | dict(config.get(name) or {})
     base = candidate.config.base
-    loss = LossSpec(name, params, None if base is None else LossSpec(base.name, dict(base.params)))
+    base_spec = None if base is None else LossSpec(base.name, dict(base.params))
+    loss = LossSpec(candidate.config.name, params, base_spec, negatives=candidate.negatives)
+    mining = config.get("negatives") or {}
+    if mining:
+        spec = spec.replace(negatives=dataclasses.replace(spec.negatives, **mining))
     shared = dict(config.get("shared") or {})
     dims = shared.pop("matryoshka_dims", spec.matryoshka_dims)
     training = spec.training

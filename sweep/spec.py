@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from lossweep.losses import LOSSES, LossConfig, config_errors
 from .schema import Problems, parse, to_data
 
 SPEC_VERSION = 1
+NEGATIVES_SUFFIX = " + mined negatives"  # the name of a loss that opted in to mined negatives
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,39 @@ class EvalRef:
 
 @dataclass(frozen=True)
 class LossSpec:
+    """A loss by name with its parameters. `negatives`: train on mined hard negatives (true), on the
+    pairs (false), or automatically (null: mined negatives only for a loss that cannot take pairs)."""
+
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     base: LossSpec | None = None
+    negatives: bool | None = None
 
     def config(self) -> LossConfig:
         return LossConfig(self.name, dict(self.params), None if self.base is None else self.base.config())
+
+    @property
+    def leaf(self) -> str:
+        """The loss that takes the data (a modifier's base)."""
+        return self.base.leaf if self.base is not None else self.name
+
+
+@dataclass(frozen=True)
+class NegativesSpec:
+    """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
+    `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
+
+    model: str | None = None
+    num_negatives: int = 1
+    range_min: int = 0
+    range_max: int | None = None
+    max_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    sampling_strategy: Literal["top", "random"] = "top"
+    shape: Literal["auto", "n-tuple", "triplets", "labeled-pairs"] = "auto"
+    seed: int = 0
+    batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -143,6 +172,7 @@ class SweepSpec:
     grace_steps: int | None = None
     reduction_factor: int = 2
     seed: int = 0
+    negatives: dict[str, ParamRange] = field(default_factory=dict)  # mining knobs searched (choices)
 
 
 @dataclass(frozen=True)
@@ -156,6 +186,7 @@ class Spec:
     model: str = "minilm"
     max_seq_length: int | None = None
     teacher: str | None = None
+    negatives: NegativesSpec | None = None
     eval: tuple[EvalRef, ...] = ()
     matryoshka_dims: tuple[int, ...] | None = None
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -188,6 +219,21 @@ class Spec:
         final configurations, after every search decision."""
         selection = self.selection_set().label
         return tuple(ref for ref in self.eval if ref.label != selection)
+
+    def mining_variants(self) -> list[Spec]:
+        """The spec once per distinct mining config a sweep may pick (its searched knobs' choices)."""
+        searched = self.sweep.negatives if self.sweep and self.negatives else {}
+        if not searched:
+            return [self]
+        names = list(searched)
+        return [
+            self.replace(negatives=dataclasses.replace(self.negatives, **dict(zip(names, values, strict=True))))
+            for values in itertools.product(*(searched[n].choices or () for n in names))
+        ]
+
+    def loss_label(self) -> str:
+        """The loss as leaderboards and MLflow name it; a loss that opted in to mined negatives says so."""
+        return self.loss_config().label() + (NEGATIVES_SUFFIX if self.loss.negatives else "")
 
     def holdout(self) -> EvalRef | None:
         """The eval set carved from the training data, if any."""
@@ -304,6 +350,8 @@ def check_values(spec: Spec) -> list[str]:
             problems.add("evaluation.sets", f"{name!r} is not an eval set; eval sets are {labels}")
     for problem in config_errors(spec.loss.config()):
         problems.items.append(problem)
+    if spec.loss.negatives and spec.negatives is None:
+        problems.add("loss.negatives", "true needs mined negatives: add a negatives section (e.g. `negatives: {}`)")
     if spec.sweep is not None:
         _check_sweep(spec.sweep, spec, problems)
     return problems.items
@@ -338,6 +386,15 @@ def _check_range(rng: ParamRange, path: str, problems: Problems) -> None:
 
 
 SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay")
+MINING_SEARCH = (
+    "num_negatives",
+    "range_min",
+    "range_max",
+    "max_score",
+    "absolute_margin",
+    "relative_margin",
+    "sampling_strategy",
+)
 
 
 def _check_sweep(sweep: SweepSpec, spec: Spec, problems: Problems) -> None:
@@ -378,6 +435,22 @@ def _check_sweep(sweep: SweepSpec, spec: Spec, problems: Problems) -> None:
             config = LossConfig(item) if isinstance(item, str) else item.config()
             names.append(config.name)
             problems.items.extend(config_errors(config, f"sweep.losses[{i}]"))
+            if isinstance(item, LossSpec) and item.negatives and spec.negatives is None:
+                problems.add(
+                    f"sweep.losses[{i}].negatives", "true needs mined negatives: add a negatives section to the spec"
+                )
+    for knob, rng in sweep.negatives.items():
+        path = f"sweep.negatives.{knob}"
+        if spec.negatives is None:
+            problems.add(path, "searches a mining knob, but the spec mines nothing: add a negatives section")
+        elif knob not in MINING_SEARCH:
+            problems.add(path, f"cannot be searched; mining knobs are {list(MINING_SEARCH)}")
+        elif rng.choices is None:
+            problems.add(
+                path,
+                "mining knobs are searched over choices (each distinct mining config is mined once, before the "
+                "trials), e.g. {choices: [0.0, 0.05]}",
+            )
     for loss, ranges in sweep.params.items():
         if loss not in LOSSES:
             problems.add(f"sweep.params.{loss}", "not a loss of the catalogue (run `lossweep losses`)")

@@ -16,9 +16,7 @@ rank reports to Ray Train (rank 0 with a checkpoint).
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import tempfile
 import time
 import warnings
@@ -32,32 +30,40 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray._private.utils import read_ray_address
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from transformers import get_scheduler
 
 from lossweep.losses import build_loss, get_entry
 
+from . import negatives as neg
+from .cluster import ensure_ray
 from .data import fingerprint
 from .evaluate import PER_QUERY_ARTIFACT, EvalResult, build_evaluators, evaluate, headline
-from .inputs import complete_loss, resolve_paths, train_dataset, validate
+from .inputs import (
+    complete_loss,
+    mining_input,
+    negatives_dir,
+    resolve_paths,
+    train_dataset,
+    train_pairs,
+    uses_negatives,
+    validate,
+)
 from .models import load_model
 from .preflight import capacity_problems, output_problems, tracking_problems
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, SpecError, parse_spec
 from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
+from .tasks import mine_negatives
 from .tracking import (
     Tracker,
-    environment,
     flatten,
     provenance_tags,
     redact,
     resolve_tracking_uri,
     worker_tracking_uri,
 )
-
-log = logging.getLogger(__name__)
 
 
 def _seed(seed: int) -> None:
@@ -292,54 +298,6 @@ class TrialResult:
     run_url: str
 
 
-def ensure_ray(num_cpus: int | None = None):
-    """Join the cluster named by RAY_ADDRESS (or started here with `ray start`), else start a local
-    Ray (of `num_cpus` CPUs, default all) that listens on 127.0.0.1 only: its dashboard, GCS and
-    raylet are not reachable from outside."""
-    if ray.is_initialized():
-        return None
-    if os.environ.get("RAY_ADDRESS") or _started_cluster_answers():
-        return ray.init(log_to_driver=True, configure_logging=False)
-    port = _free_port()
-    # Ray's state API, which Ray Train's placement-group cleaner calls from inside the cluster, finds a
-    # local Ray by looking for GCS processes and gives up if this machine runs two; a trial stopped
-    # early would then keep its CPUs. The processes started here learn this Ray's API address.
-    with environment(RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{port}"):
-        return ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-            configure_logging=False,
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _started_cluster_answers() -> bool:
-    """Whether `ray start` left an address on this machine and its GCS still answers.
-
-    `ray start --block` ended by a signal leaves `/tmp/ray/ray_current_cluster` behind; joining that
-    dead address would hang, so a stale file is reported and a local Ray is started instead.
-    """
-    address = read_ray_address(None)
-    if not address:
-        return False
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-        return True
-    except (OSError, ValueError):
-        log.warning("ignoring %s from an earlier `ray start` (nothing answers there); starting a local Ray", address)
-        return False
-
-
 def scaling_config(spec: Spec) -> ScalingConfig:
     r = spec.resources
     resources = {"CPU": r.cpus_per_worker} | ({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})
@@ -354,10 +312,27 @@ def start_trial_run(
     """Create the trial's MLflow run: params (the resolved spec), provenance tags, the spec file."""
     data = spec.to_dict()
     data["mlflow"]["tracking_uri"] = redact(tracker.uri)
-    params = flatten(data) | {"loss.label": spec.loss_config().label()}
-    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {"lossweep.loss": spec.loss_config().label()}
+    params = flatten(data) | {"loss.label": spec.loss_label()}
+    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {"lossweep.loss": spec.loss_label()}
+    mined = mined_negatives(spec)
+    if mined is not None:
+        run_tags["lossweep.negatives_key"], summary = mined
     run_tags |= tags or {}
-    return tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
+    run_id = tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
+    if mined is not None and mined[1]:
+        tracker.log_dict(run_id, mined[1], "negatives.json")
+    return run_id
+
+
+def mined_negatives(spec: Spec) -> tuple[str, dict | None] | None:
+    """The cache key and summary of the mined negatives a trial trains on; None when it uses none."""
+    if spec.negatives is None:
+        return None
+    pairs = train_pairs(spec)
+    if not uses_negatives(spec, pairs.features):
+        return None
+    directory = negatives_dir(spec, mining_input(spec, pairs))
+    return directory.name, neg.read_summary(directory)
 
 
 def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks: list | None = None):
@@ -417,6 +392,8 @@ def train(
     spec = complete_loss(resolve_paths(spec), loaded["train"])
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     preflight(spec, source, uri)
+    if uses_negatives(spec, loaded["train"].features):
+        mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
     tracker = Tracker(uri)
     run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), tags=tags)
     try:

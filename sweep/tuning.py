@@ -18,6 +18,7 @@ child run per trial, found again by its Tune trial id so `--resume` never duplic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -34,10 +35,10 @@ from .data import fingerprint
 from .evaluate import headline
 from .inputs import complete_loss, num_classes, resolve_paths, validate
 from .leaderboard import Leaderboard
-from .scoring import score_model
 from .space import Space, build_space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, SpecError, parse_spec
 from .studies import PerStudyScheduler, StudySearch
+from .tasks import mine_negatives, score_model
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
 from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
 from .verdict import build_leaderboard
@@ -114,7 +115,7 @@ def sweep_trial(
             "lossweep.trial_config": json.dumps(trial_config, sort_keys=True),
             "lossweep.sweep": spec.name,
         }
-        run_name = f"{trial.loss_config().label()} {trial_id}"
+        run_name = f"{trial.loss_label()} {trial_id}"
         run_id = start_trial_run(
             trial.replace(name=run_name), tracker, data_fingerprint, parent_run_id=parent_run_id, tags=tags
         )
@@ -388,6 +389,8 @@ def run_sweep(
         state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
         _save_state(root, state)
     sweep = Sweep(spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint)
+    if any(c.mined for c in space.candidates):
+        notes += _mine(sweep)
     try:
         if spec.sweep.mode == "search":
             _search(sweep)
@@ -402,6 +405,23 @@ def run_sweep(
     board.log(tracker, sweep.parent)
     tracker.end_run(sweep.parent, "FINISHED")
     return SweepOutcome(sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes)
+
+
+def _mine(sweep: Sweep) -> list[str]:
+    """Every distinct mining config the sweep may pick, mined once before any trial (or found in the
+    cache); each summary goes to the parent run."""
+    notes, keys = [], []
+    for variant in sweep.spec.mining_variants():
+        directory, summary, fresh = mine_negatives(variant)
+        keys.append(directory.name)
+        sweep.tracker.log_dict(sweep.parent, summary, f"negatives/{directory.name}.json")
+        how = f"mined in {summary['mining_seconds']:.0f} s" if fresh else "found in the cache"
+        notes.append(
+            f"negatives {directory.name}: {summary['rows']} rows x {summary['negatives_per_anchor']} negatives, "
+            f"{summary['dropped_false_negatives']} judged-relevant documents dropped; {how} ({directory})"
+        )
+    sweep.tracker.set_tags(sweep.parent, {"lossweep.negatives_keys": json.dumps(keys)})
+    return notes
 
 
 def _search(sweep: Sweep) -> None:
@@ -474,10 +494,8 @@ def _with_num_labels(space: Space, train) -> Space:
     """SoftmaxLoss candidates get num_labels from the data."""
     candidates = []
     for c in space.candidates:
-        if c.name == "SoftmaxLoss" and "num_labels" not in c.config.params:
-            c = type(c)(
-                type(c.config)(c.name, dict(c.config.params) | {"num_labels": num_classes(train)}, c.config.base),
-                c.dims,
-            )
+        if c.config.name == "SoftmaxLoss" and "num_labels" not in c.config.params:
+            params = dict(c.config.params) | {"num_labels": num_classes(train)}
+            c = dataclasses.replace(c, config=dataclasses.replace(c.config, params=params))
         candidates.append(c)
-    return Space(tuple(candidates), space.shared)
+    return dataclasses.replace(space, candidates=tuple(candidates))

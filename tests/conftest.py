@@ -83,7 +83,7 @@ def ray_local():
     """One local Ray for the session: 2 CPUs, dashboard on 127.0.0.1."""
     import ray
 
-    from lossweep.sweep.train import ensure_ray
+    from lossweep.sweep.cluster import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield ray

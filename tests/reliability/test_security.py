@@ -70,7 +70,7 @@ def test_a_local_ray_serves_its_dashboard_and_job_api_on_loopback_with_a_token(t
     # job API with its cluster token, which this test also checks.)
     script = """
 import subprocess, urllib.request, urllib.error
-from lossweep.sweep.train import ensure_ray
+from lossweep.sweep.cluster import ensure_ray
 context = ensure_ray()
 print("DASHBOARD", context.dashboard_url)
 print(subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout)

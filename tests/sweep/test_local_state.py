@@ -10,7 +10,7 @@ import sys
 import mlflow
 import pytest
 
-import lossweep.sweep.train as trainer
+import lossweep.sweep.cluster as cluster
 from lossweep.sweep.tracking import active_uri
 
 
@@ -19,12 +19,12 @@ def test_a_ray_start_address_is_joined_only_while_it_answers(monkeypatch):
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         address = f"127.0.0.1:{listening.getsockname()[1]}"
-        monkeypatch.setattr(trainer, "read_ray_address", lambda temp_dir: address)
-        assert trainer._started_cluster_answers()
+        monkeypatch.setattr(cluster, "read_ray_address", lambda temp_dir: address)
+        assert cluster._started_cluster_answers()
     # The head is gone but its address file stays: start a local Ray rather than hang joining it.
-    assert not trainer._started_cluster_answers()
-    monkeypatch.setattr(trainer, "read_ray_address", lambda temp_dir: None)
-    assert not trainer._started_cluster_answers()
+    assert not cluster._started_cluster_answers()
+    monkeypatch.setattr(cluster, "read_ray_address", lambda temp_dir: None)
+    assert not cluster._started_cluster_answers()
 
 
 def test_active_uri_puts_the_tracking_uri_and_its_variable_back(monkeypatch, tmp_path):
@@ -48,7 +48,7 @@ def test_a_local_ray_reaches_its_own_state_api_beside_another_ray(ray_local, tmp
     script = """
 import ray
 from ray.util.state import list_nodes
-from lossweep.sweep.train import ensure_ray
+from lossweep.sweep.cluster import ensure_ray
 ensure_ray()
 @ray.remote
 def nodes():

@@ -147,6 +147,33 @@ BAD_SPECS = {
         lambda s: s["eval"].append({"type": "retrieval", "from_train": {"size": 500}, "name": "val"}),
         "eval[1]: from_train.size: 500 held-out queries would leave no training query of 150; hold out fewer",
     ),
+    "mining negatives without (anchor, positive) pairs": (
+        lambda s: s.update(
+            train={"path": "stsbenchmark", "split": "train", "limit": 100}, negatives={}, loss={"name": "TripletLoss"}
+        ),
+        "negatives: mining needs (anchor, positive) pairs, but the training data has columns "
+        "['sentence1', 'sentence2', 'score']",
+    ),
+    "a mining model that does not exist": (
+        lambda s: s.update(negatives={"model": "/nowhere/model"}, loss={"name": "TripletLoss"}),
+        "negatives.model: /nowhere/model: no such model folder",
+    ),
+    "mining range_min above range_max": (
+        lambda s: s.update(negatives={"range_min": 60, "range_max": 50}, loss={"name": "TripletLoss"}),
+        "negatives.range_min: 60 >= range_max 50; range_min must be the smaller",
+    ),
+    "more negatives than candidates": (
+        lambda s: s.update(negatives={"num_negatives": 30, "range_max": 20}, loss={"name": "TripletLoss"}),
+        "negatives.num_negatives: 30 per anchor, but only 20 candidates rank between range_min 0 and range_max 20",
+    ),
+    "more negatives than the corpus holds": (
+        lambda s: s.update(negatives={"num_negatives": 1400}, loss={"name": "TripletLoss"}),
+        "negatives.num_negatives: 1400 per anchor, but the corpus has 1398 texts",
+    ),
+    "a mining knob searched over a range": (
+        lambda s: s.update(negatives={}, sweep={"negatives": {"relative_margin": {"low": 0.0, "high": 0.1}}}),
+        "sweep.negatives.relative_margin: mining knobs are searched over choices",
+    ),
     "a retrieval set carved from pairs that are not BEIR": (
         lambda s: (
             s.update(train={"path": "snli", "split": "dev", "view": "pairs"}),
