@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 from sentence_transformers import SentenceTransformer
 
+from .protocol import SWEEP_ROLE, Tag
 from .report import find_sweep
 from .tracking import Tracker, active_uri, redact
 
@@ -36,9 +37,9 @@ def best_run(tracker: Tracker, sweep_or_run: str):
         run = tracker.client.get_run(sweep_or_run)
     except Exception:  # not a run id: a sweep name
         run = None
-    if run is None or run.data.tags.get("lossweep.role") == "sweep":
+    if run is None or run.data.tags.get(Tag.ROLE) == SWEEP_ROLE:
         parent = run or find_sweep(tracker, sweep_or_run)
-        best_id = parent.data.tags.get("lossweep.best_run_id")
+        best_id = parent.data.tags.get(Tag.BEST_RUN_ID)
         if not best_id:
             raise ExportError(
                 f"sweep {parent.info.run_name!r} has no best trial yet; finish it (lossweep sweep ... --resume)"
@@ -82,7 +83,7 @@ def model_card(run, metrics: dict[str, float]) -> str:
             if k.startswith(("training.", "resources.", "matryoshka_dims"))
         ],
         f"| data | {params.get('train.path') or params.get('train.hub')} (split {params.get('train.split')}) |",
-        f"| data fingerprint | {run.data.tags.get('lossweep.data_fingerprint', '?')} |",
+        f"| data fingerprint | {run.data.tags.get(Tag.DATA_FINGERPRINT, '?')} |",
         "",
         "## Evaluation (final step)",
         "",
@@ -104,10 +105,10 @@ def model_card(run, metrics: dict[str, float]) -> str:
 
 def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlflow: bool = True) -> Exported:
     run = best_run(tracker, sweep_or_run)
-    checkpoint = run.data.tags.get("lossweep.checkpoint")
+    checkpoint = run.data.tags.get(Tag.CHECKPOINT)
     if not checkpoint or not (Path(checkpoint) / "model" / "modules.json").is_file():
         raise ExportError(
-            f"run {run.info.run_id} has no model checkpoint on this machine (tag lossweep.checkpoint={checkpoint!r}); "
+            f"run {run.info.run_id} has no model checkpoint on this machine (tag {Tag.CHECKPOINT}={checkpoint!r}); "
             "export where the sweep's output_dir is reachable"
         )
     out = Path(out_dir)
@@ -126,5 +127,5 @@ def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlfl
         with active_uri(tracker.uri), mlflow.start_run(run_id=run.info.run_id):
             info = mlflow.sentence_transformers.log_model(model, name="model")
         model_uri = info.model_uri
-        tracker.set_tags(run.info.run_id, {"lossweep.exported_model": model_uri})
+        tracker.set_tags(run.info.run_id, {Tag.EXPORTED_MODEL: model_uri})
     return Exported(run.info.run_id, out, model_uri)

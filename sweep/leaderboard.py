@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .protocol import Tag
 from .stats import Interval
 
 
@@ -132,7 +133,7 @@ class Leaderboard:
         if best is not None:
             tracker.set_tags(
                 parent_run_id,
-                {"lossweep.best_loss": best.loss, "lossweep.best_run_id": best.best_run_id or ""},
+                {Tag.BEST_LOSS: best.loss, Tag.BEST_RUN_ID: best.best_run_id or ""},
             )
             metrics = {} if best.selection is None else {f"best/{self.metric}": best.selection}
             if best.score is not None and self.verdict_metric:

@@ -8,6 +8,8 @@ from collections import defaultdict
 
 import matplotlib
 
+from .protocol import Phase, Tag, TrialState
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -77,13 +79,13 @@ def _history(board) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(8, 4))
     by_loss = defaultdict(list)
     best, running = -math.inf, []
-    searched = [r for r in board.runs if r.data.tags.get("lossweep.phase") in ("search", "tune")]
+    searched = [r for r in board.runs if r.data.tags.get(Tag.PHASE) in (Phase.SEARCH, Phase.TUNE)]
     for index, run in enumerate(searched):
         value = run.data.metrics.get(board.metric)
         if value is None:
             continue
-        by_loss[run.data.tags.get("lossweep.loss", "?")].append((index, value))
-        if run.data.tags.get("lossweep.trial_state") == "completed":
+        by_loss[run.data.tags.get(Tag.LOSS, "?")].append((index, value))
+        if run.data.tags.get(Tag.STATE) == TrialState.COMPLETED:
             best = max(best, value)
         running.append((index, best))
     for loss, points in by_loss.items():

@@ -7,6 +7,7 @@ import re
 from mlflow.entities import ViewType
 
 from .leaderboard import Leaderboard
+from .protocol import SWEEP_ROLE, Tag
 from .tracking import Tracker
 from .verdict import build_leaderboard
 
@@ -19,13 +20,13 @@ def find_sweep(tracker: Tracker, sweep: str):
     """The parent run of a sweep, by run id or by sweep name (the most recent with that name)."""
     if re.fullmatch(r"[0-9a-f]{32}", sweep):
         run = tracker.client.get_run(sweep)
-        if run.data.tags.get("lossweep.role") != "sweep":
-            raise SweepNotFound(f"run {sweep} is not a lossweep sweep (no tag lossweep.role=sweep)")
+        if run.data.tags.get(Tag.ROLE) != SWEEP_ROLE:
+            raise SweepNotFound(f"run {sweep} is not a lossweep sweep (no tag {Tag.ROLE}={SWEEP_ROLE})")
         return run
     experiments = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     runs = tracker.client.search_runs(
         experiments,
-        filter_string=f"tags.`lossweep.role` = 'sweep' and tags.`lossweep.sweep` = '{sweep}'",
+        filter_string=f"tags.`{Tag.ROLE}` = '{SWEEP_ROLE}' and tags.`{Tag.SWEEP}` = '{sweep}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

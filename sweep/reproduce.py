@@ -16,6 +16,7 @@ import yaml
 
 from .data import fingerprint
 from .inputs import train_pairs
+from .protocol import Tag
 from .spec import Spec, parse_spec
 from .tracking import Tracker, package_versions
 from .train import train
@@ -56,14 +57,14 @@ def provenance_problems(tracker: Tracker, run_id: str, spec: Spec) -> list[str]:
     """Differences between the recorded data and packages and today's."""
     tags = tracker.client.get_run(run_id).data.tags
     problems = []
-    recorded = tags.get("lossweep.data_fingerprint")
+    recorded = tags.get(Tag.DATA_FINGERPRINT)
     current = fingerprint(train_pairs(spec))
     if recorded != current:
         problems.append(
             f"data fingerprint differs: the run trained on {recorded}, the data at {spec.data_dir} is now {current}"
         )
     for package, version in package_versions().items():
-        before = tags.get(f"lossweep.version.{package}")
+        before = tags.get(f"{Tag.VERSION}{package}")
         if before is not None and before != version:
             problems.append(f"package version differs: {package} was {before}, is now {version}")
     return problems
@@ -75,7 +76,7 @@ def reproduce(tracker: Tracker, run_id: str, *, force: bool = False, tolerance: 
     if problems and not force:
         raise ProvenanceMismatch(problems)
     spec = spec.replace(name=f"reproduce {tracker.client.get_run(run_id).info.run_name}")
-    result = train(spec, tracking_uri=tracker.uri, tags={"lossweep.reproduces": run_id})
+    result = train(spec, tracking_uri=tracker.uri, tags={Tag.REPRODUCES: run_id})
     outcome = Reproduction(run_id, result.run_id, tolerance, warnings=problems)
     original = tracker.client.get_run(run_id).data.metrics
     for name in sorted(original):
@@ -89,8 +90,8 @@ def reproduce(tracker: Tracker, run_id: str, *, force: bool = False, tolerance: 
     tracker.set_tags(
         result.run_id,
         {
-            "lossweep.reproduction_matched": str(outcome.matched).lower(),
-            "lossweep.reproduction_max_diff": f"{outcome.max_difference:.3g}",
+            Tag.REPRODUCTION_MATCHED: str(outcome.matched).lower(),
+            Tag.REPRODUCTION_MAX_DIFF: f"{outcome.max_difference:.3g}",
         },
     )
     return outcome

@@ -23,6 +23,8 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .protocol import Tag
+
 PACKAGES = ("lossweep", "torch", "sentence-transformers", "transformers", "datasets", "ray", "mlflow", "optuna")
 MAX_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
 
@@ -119,12 +121,12 @@ def provenance_tags(spec_hash: str, data_fingerprint: str) -> dict[str, str]:
     commit, dirty = git_commit()
     tags = {
         "mlflow.source.git.commit": commit,
-        "lossweep.git_commit": commit,
-        "lossweep.git_dirty": str(dirty).lower(),
-        "lossweep.spec_hash": spec_hash,
-        "lossweep.data_fingerprint": data_fingerprint,
+        Tag.GIT_COMMIT: commit,
+        Tag.GIT_DIRTY: str(dirty).lower(),
+        Tag.SPEC_HASH: spec_hash,
+        Tag.DATA_FINGERPRINT: data_fingerprint,
     }
-    tags |= {f"lossweep.version.{name}": version for name, version in package_versions().items()}
+    tags |= {f"{Tag.VERSION}{name}": version for name, version in package_versions().items()}
     return tags
 
 
@@ -169,7 +171,7 @@ class Tracker:
         parent = self.client.get_run(parent_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`lossweep.trial_id` = '{trial_id}'",
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{Tag.TRIAL_ID}` = '{trial_id}'",
             max_results=1,
         )
         return runs[0].info.run_id if runs else None

@@ -52,6 +52,7 @@ from .inputs import (
 )
 from .models import load_model
 from .preflight import capacity_problems, output_problems, tracking_problems
+from .protocol import Tag, TrialState
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, SpecError, parse_spec
 from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
@@ -131,7 +132,7 @@ def _quiet_worker_logs() -> None:
 
 
 def failure_tags(kind: str, message: str) -> dict[str, str]:
-    return {"lossweep.trial_state": "failed", "lossweep.failure": kind, "lossweep.error": message[:5000]}
+    return {Tag.STATE: TrialState.FAILED, Tag.FAILURE: kind, Tag.ERROR: message[:5000]}
 
 
 def limit_memory_growth(budget_gb: float) -> None:
@@ -198,10 +199,10 @@ def train_loop(config: dict[str, Any]) -> None:
             return
 
     if tracker:  # every start of the worker group is an attempt; a restart is recorded on the same run
-        attempts = int(tracker.client.get_run(run_id).data.tags.get("lossweep.attempts", "0")) + 1
-        tags = {"lossweep.attempts": str(attempts)}
+        attempts = int(tracker.client.get_run(run_id).data.tags.get(Tag.ATTEMPTS, "0")) + 1
+        tags = {Tag.ATTEMPTS: str(attempts)}
         if attempts > 1:
-            tags |= {"lossweep.restarts": str(attempts - 1), "lossweep.resumed_from_step": str(start)}
+            tags |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(start)}
         tracker.set_tags(run_id, tags)
 
     def report(step: int, train_metrics: dict[str, float], final: bool = False) -> None:
@@ -313,10 +314,10 @@ def start_trial_run(
     data = spec.to_dict()
     data["mlflow"]["tracking_uri"] = redact(tracker.uri)
     params = flatten(data) | {"loss.label": spec.loss_label()}
-    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {"lossweep.loss": spec.loss_label()}
+    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
     mined = mined_negatives(spec)
     if mined is not None:
-        run_tags["lossweep.negatives_key"], summary = mined
+        run_tags[Tag.NEGATIVES_KEY], summary = mined
     run_tags |= tags or {}
     run_id = tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
     if mined is not None and mined[1]:
@@ -370,8 +371,8 @@ def failure_message(text: str) -> str:
 def raise_if_failed(tracker: Tracker, run_id: str) -> None:
     """A worker that stopped cleanly on a failure (a NaN loss) leaves the reason on the run."""
     tags = tracker.client.get_run(run_id).data.tags
-    if tags.get("lossweep.failure"):
-        raise TrialFailed(tags["lossweep.error"])
+    if tags.get(Tag.FAILURE):
+        raise TrialFailed(tags[Tag.ERROR])
 
 
 def preflight(spec: Spec, source: str, uri: str) -> None:
@@ -402,18 +403,16 @@ def train(
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
         run_tags = tracker.client.get_run(run_id).data.tags
-        if "lossweep.error" not in run_tags:
+        if Tag.ERROR not in run_tags:
             reason = "interrupted" if interrupted else failure_message(f"{type(error).__name__}: {error}")
-            tracker.set_tags(run_id, {"lossweep.trial_state": "failed", "lossweep.error": reason[:5000]})
+            tracker.set_tags(run_id, {Tag.STATE: TrialState.FAILED, Tag.ERROR: reason[:5000]})
         tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
         if interrupted or isinstance(error, TrialFailed):
             raise
-        raise TrialFailed(tracker.client.get_run(run_id).data.tags["lossweep.error"]) from error
+        raise TrialFailed(tracker.client.get_run(run_id).data.tags[Tag.ERROR]) from error
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     checkpoint = result.checkpoint.path if result.checkpoint else None
-    tracker.set_tags(
-        run_id, {"lossweep.trial_state": "completed"} | ({"lossweep.checkpoint": checkpoint} if checkpoint else {})
-    )
+    tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED} | ({Tag.CHECKPOINT: checkpoint} if checkpoint else {}))
     tracker.end_run(run_id, "FINISHED")
     return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id))
 

@@ -35,6 +35,7 @@ from .data import fingerprint
 from .evaluate import headline
 from .inputs import complete_loss, num_classes, resolve_paths, validate
 from .leaderboard import Leaderboard
+from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
 from .space import Space, build_space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, SpecError, parse_spec
 from .studies import PerStudyScheduler, StudySearch
@@ -42,9 +43,6 @@ from .tasks import mine_negatives, score_model
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
 from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
 from .verdict import build_leaderboard
-
-# How a trial's MLflow run ends; a run without one of these was stopped by an interrupt.
-CLOSED = ("completed", "pruned", "failed")
 
 STATE_FILE = "sweep.json"
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
@@ -74,7 +72,7 @@ def verdict_metric(spec: Spec, ref: EvalRef) -> str:
 def phase_spec(trial: Spec, phase: str, selection: str) -> Spec:
     """What a trial scores: search and tuning trials the selection set only, at every evaluation;
     seed runs every set, once, at the end (their configuration is already chosen)."""
-    if phase == "seeds":
+    if phase == Phase.SEEDS:
         evaluation = type(trial.evaluation)(**{**trial.evaluation.__dict__, "every_steps": 0, "at_start": False})
         return trial.replace(evaluation=evaluation)
     return trial.replace(evaluation=type(trial.evaluation)(**{**trial.evaluation.__dict__, "sets": (selection,)}))
@@ -108,12 +106,12 @@ def sweep_trial(
         return  # finished before the driver went down: its result is in MLflow, nothing is re-run
     if run_id is None:
         tags = {
-            "lossweep.trial_id": trial_id,
-            "lossweep.phase": phase,
-            "lossweep.mode": spec.sweep.mode,
-            "lossweep.seed": str(trial.training.seed),
-            "lossweep.trial_config": json.dumps(trial_config, sort_keys=True),
-            "lossweep.sweep": spec.name,
+            Tag.TRIAL_ID: trial_id,
+            Tag.PHASE: phase,
+            Tag.MODE: spec.sweep.mode,
+            Tag.SEED: str(trial.training.seed),
+            Tag.TRIAL_CONFIG: json.dumps(trial_config, sort_keys=True),
+            Tag.SWEEP: spec.name,
         }
         run_name = f"{trial.loss_label()} {trial_id}"
         run_id = start_trial_run(
@@ -126,9 +124,9 @@ def sweep_trial(
 def _already_completed(tracker: Tracker, run_id: str) -> bool:
     """A trial the driver saw complete before a crash: report its final metrics to Tune again."""
     run = tracker.client.get_run(run_id)
-    if run.data.tags.get("lossweep.trial_state") != "completed":
+    if run.data.tags.get(Tag.STATE) != TrialState.COMPLETED:
         return False
-    tune.report({"step": int(run.data.tags.get("lossweep.last_step", 0))} | dict(run.data.metrics))
+    tune.report({"step": int(run.data.tags.get(Tag.LAST_STEP, 0))} | dict(run.data.metrics))
     return True
 
 
@@ -146,23 +144,23 @@ class CloseChildRuns(tune.Callback):
         last = trial.last_result or {}
         run = tracker.client.get_run(run_id)
         recorded = run.data.tags
-        if recorded.get("lossweep.trial_state") == state and run.info.status == status:
+        if recorded.get(Tag.STATE) == state and run.info.status == status:
             return  # closed before the driver went down; leave it exactly as it was
-        tags = {"lossweep.trial_state": state, "lossweep.last_step": str(last.get("step", 0))}
-        if state == "failed" and recorded.get("lossweep.error"):
+        tags = {Tag.STATE: state, Tag.LAST_STEP: str(last.get("step", 0))}
+        if state == TrialState.FAILED and recorded.get(Tag.ERROR):
             extra = {}  # the worker already recorded the precise reason (step, value)
         if last.get("checkpoint_path"):
-            tags["lossweep.checkpoint"] = last["checkpoint_path"]
+            tags[Tag.CHECKPOINT] = last["checkpoint_path"]
         tracker.set_tags(run_id, tags | (extra or {}))
         tracker.end_run(run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         pruned = (trial.last_result or {}).get("step", 0) < self.total_steps
-        self._close(trial, "pruned" if pruned else "completed", "FINISHED")
+        self._close(trial, TrialState.PRUNED if pruned else TrialState.COMPLETED, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
-        self._close(trial, "failed", "FAILED", {"lossweep.error": failure_message(text)[:5000]})
+        self._close(trial, TrialState.FAILED, "FAILED", {Tag.ERROR: failure_message(text)[:5000]})
 
 
 # --- A Tune phase --------------------------------------------------------------------------------------
@@ -300,9 +298,9 @@ class Sweep:
             name, self.trainable(name), storage=self.root, resume=self.resume, callbacks=callbacks, **args
         )
         closed = {
-            r.data.tags.get("lossweep.trial_id")
+            r.data.tags.get(Tag.TRIAL_ID)
             for r in self.tracker.children(self.parent)
-            if r.data.tags.get("lossweep.phase") == name and r.data.tags.get("lossweep.trial_state") in CLOSED
+            if r.data.tags.get(Tag.PHASE) == name and r.data.tags.get(Tag.STATE) in TrialState.closed()
         }
         ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
         if ended < expected:
@@ -318,24 +316,24 @@ class Sweep:
         if name in self.state["phases_done"] or not sets:
             return
         for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
-            if run.data.tags.get("lossweep.phase") == name and run.info.status == "RUNNING":
+            if run.data.tags.get(Tag.PHASE) == name and run.info.status == "RUNNING":
                 self.tracker.end_run(run.info.run_id, "KILLED")
         data = self.spec.to_dict()
         data["mlflow"]["tracking_uri"] = redact(self.tracker.uri)
         run_tags = provenance_tags(self.spec.hash(), self.data_fingerprint) | {
-            "lossweep.phase": name,
-            "lossweep.sweep": self.spec.name,
-            "lossweep.mode": self.spec.sweep.mode,
+            Tag.PHASE: name,
+            Tag.SWEEP: self.spec.name,
+            Tag.MODE: self.spec.sweep.mode,
         }
         run_id = self.tracker.start_run(
             self.spec.mlflow.experiment,
-            f"{tags['lossweep.loss']} ({name})",
+            f"{tags[Tag.LOSS]} ({name})",
             {"model": model, "eval.sets": json.dumps(sets)},
             run_tags | tags,
             parent_run_id=self.parent,
         )
         score_model(self.spec, model, sets, self.tracker.uri, run_id, step)
-        self.tracker.set_tags(run_id, {"lossweep.trial_state": "completed", "lossweep.last_step": str(step)})
+        self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
         self.tracker.end_run(run_id, "FINISHED")
         self.done(name)
 
@@ -377,12 +375,12 @@ def run_sweep(
         data = spec.to_dict()
         data["mlflow"]["tracking_uri"] = redact(uri)
         tags = provenance_tags(spec.hash(), data_fingerprint) | {
-            "lossweep.role": "sweep",
-            "lossweep.sweep": spec.name,
-            "lossweep.mode": spec.sweep.mode,
-            "lossweep.metric": sweep_metric(spec),
-            "lossweep.select_on": spec.selection_set().label,
-            "lossweep.verdict_metrics": json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
+            Tag.ROLE: SWEEP_ROLE,
+            Tag.SWEEP: spec.name,
+            Tag.MODE: spec.sweep.mode,
+            Tag.METRIC: sweep_metric(spec),
+            Tag.SELECT_ON: spec.selection_set().label,
+            Tag.VERDICT_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
         }
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
         tracker.log_dict(parent, space.describe(), "search_space.json")
@@ -420,24 +418,24 @@ def _mine(sweep: Sweep) -> list[str]:
             f"negatives {directory.name}: {summary['rows']} rows x {summary['negatives_per_anchor']} negatives, "
             f"{summary['dropped_false_negatives']} judged-relevant documents dropped; {how} ({directory})"
         )
-    sweep.tracker.set_tags(sweep.parent, {"lossweep.negatives_keys": json.dumps(keys)})
+    sweep.tracker.set_tags(sweep.parent, {Tag.NEGATIVES_KEYS: json.dumps(keys)})
     return notes
 
 
 def _search(sweep: Sweep) -> None:
     """TPE + ASHA on the selection set; then the winner and the untrained model on the verdict sets."""
     args, expected = _search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
-    sweep.tune_phase("search", args, expected)
+    sweep.tune_phase(Phase.SEARCH, args, expected)
     verdict = [ref.label for ref in sweep.spec.verdict_sets()]
     _score_baseline(sweep)
-    winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase="search")
+    winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase=Phase.SEARCH)
     if winner is not None and verdict:
-        checkpoint = winner.data.tags.get("lossweep.checkpoint", "")
+        checkpoint = winner.data.tags.get(Tag.CHECKPOINT, "")
         sweep.score_phase(
-            "verdict",
+            Phase.VERDICT,
             str(Path(checkpoint) / "model"),
             verdict,
-            {"lossweep.loss": winner.data.tags["lossweep.loss"], "lossweep.scores_run": winner.info.run_id},
+            {Tag.LOSS: winner.data.tags[Tag.LOSS], Tag.SCORES_RUN: winner.info.run_id},
             step=sweep.spec.training.steps,
         )
 
@@ -447,7 +445,7 @@ def _compare(sweep: Sweep) -> None:
     spec, space = sweep.spec, sweep.space
     studies = {candidate.name: space.only(candidate.name) for candidate in space.candidates}
     args, expected = _search_args(spec, studies, sweep.metric)
-    sweep.tune_phase("tune", args, expected)
+    sweep.tune_phase(Phase.TUNE, args, expected)
     best = _best_configs(sweep.tracker, sweep.parent, sweep.metric)
     _score_baseline(sweep)
     seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
@@ -455,13 +453,13 @@ def _compare(sweep: Sweep) -> None:
         "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
         "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
     }
-    sweep.tune_phase("seeds", seed_args, len(best) * len(seeds))
+    sweep.tune_phase(Phase.SEEDS, seed_args, len(best) * len(seeds))
 
 
 def _score_baseline(sweep: Sweep) -> None:
     """The model before training, scored once on every eval set (no search decision depends on it)."""
     sets = [ref.label for ref in sweep.spec.eval]
-    sweep.score_phase("baseline", sweep.spec.model, sets, {"lossweep.loss": "baseline (untrained)"}, step=0)
+    sweep.score_phase(Phase.BASELINE, sweep.spec.model, sets, {Tag.LOSS: "baseline (untrained)"}, step=0)
 
 
 def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
@@ -469,8 +467,8 @@ def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
     runs = [
         r
         for r in tracker.children(parent)
-        if r.data.tags.get("lossweep.phase") == phase
-        and r.data.tags.get("lossweep.trial_state") == "completed"
+        if r.data.tags.get(Tag.PHASE) == phase
+        and r.data.tags.get(Tag.STATE) == TrialState.COMPLETED
         and metric in r.data.metrics
     ]
     return max(runs, key=lambda r: r.data.metrics[metric], default=None)
@@ -481,12 +479,12 @@ def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]
     best: dict[str, tuple[float, dict]] = {}
     for run in tracker.children(parent):
         tags = run.data.tags
-        if tags.get("lossweep.phase") != "tune" or tags.get("lossweep.trial_state") != "completed":
+        if tags.get(Tag.PHASE) != Phase.TUNE or tags.get(Tag.STATE) != TrialState.COMPLETED:
             continue
         value = run.data.metrics.get(metric)
-        loss = tags["lossweep.loss"]
+        loss = tags[Tag.LOSS]
         if value is not None and (loss not in best or value > best[loss][0]):
-            best[loss] = (value, json.loads(tags["lossweep.trial_config"]))
+            best[loss] = (value, json.loads(tags[Tag.TRIAL_CONFIG]))
     return {loss: config for loss, (_, config) in sorted(best.items())}
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .evaluate import PER_QUERY_ARTIFACT
 from .leaderboard import Budget, Leaderboard, Row, readable, short
+from .protocol import Phase, Tag, TrialState
 from .space import decode_config
 from .stats import ALPHA, BOOTSTRAP_SAMPLES, Interval, bootstrap_interval, holm, mean_ci, paired_t, paired_table
 from .tracking import Tracker
@@ -36,22 +37,22 @@ def build_leaderboard(tracker: Tracker, parent_run_id: str) -> Leaderboard:
     """The leaderboard of the sweep whose parent run is `parent_run_id`."""
     parent = tracker.client.get_run(parent_run_id)
     tags, params = parent.data.tags, parent.data.params
-    metric = tags["lossweep.metric"]
-    verdict_metrics = json.loads(tags.get("lossweep.verdict_metrics", "[]"))
+    metric = tags[Tag.METRIC]
+    verdict_metrics = json.loads(tags.get(Tag.VERDICT_METRICS, "[]"))
     runs = tracker.children(parent_run_id)
     board = Leaderboard(
-        tags["lossweep.mode"],
+        tags[Tag.MODE],
         metric,
-        tags.get("lossweep.select_on", metric.split("/")[1]),
+        tags.get(Tag.SELECT_ON, metric.split("/")[1]),
         verdict_metrics[0] if verdict_metrics else None,
         rows=[],
         runs=runs,
     )
     by_phase: dict[str, list] = defaultdict(list)
     for run in runs:
-        by_phase[run.data.tags.get("lossweep.phase", "")].append(run)
+        by_phase[run.data.tags.get(Tag.PHASE, "")].append(run)
     judge = _Judge(tracker, board.verdict_metric)
-    baseline = next((r for r in by_phase["baseline"] if _state(r) == "completed"), None)
+    baseline = next((r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED), None)
     if baseline is not None:
         board.baseline = Row(BASELINE, selection=baseline.data.metrics.get(metric))
         board.baseline.score = judge.single(baseline)
@@ -66,7 +67,7 @@ def build_leaderboard(tracker: Tracker, parent_run_id: str) -> Leaderboard:
 
 
 def _state(run) -> str:
-    return run.data.tags.get("lossweep.trial_state", "running")
+    return run.data.tags.get(Tag.STATE, TrialState.RUNNING)
 
 
 def _number(params: dict[str, str], name: str, default: float) -> float:
@@ -81,10 +82,10 @@ def _spend(budget: Budget, run) -> None:
     """Add one trial run to a budget: its outcome, steps, samples and time."""
     budget.trials += 1
     state = _state(run)
-    budget.completed += state == "completed"
-    budget.pruned += state == "pruned"
-    budget.failed += state == "failed"
-    steps = int(run.data.tags.get("lossweep.last_step", 0) or 0)
+    budget.completed += state == TrialState.COMPLETED
+    budget.pruned += state == TrialState.PRUNED
+    budget.failed += state == TrialState.FAILED
+    steps = int(run.data.tags.get(Tag.LAST_STEP, 0) or 0)
     budget.steps += steps
     budget.samples += steps * int(_number(run.data.params, "training.batch_size", 0))
     if run.info.end_time and run.info.start_time:
@@ -97,7 +98,7 @@ def _spend(budget: Budget, run) -> None:
 
 def _config(run) -> dict:
     """The sampled values of a trial, flat: the loss's parameters and the shared settings."""
-    config = decode_config(json.loads(run.data.tags.get("lossweep.trial_config", "{}")))
+    config = decode_config(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
     loss = config.get("loss")
     return dict(config.get(loss) or {}) | dict(config.get("shared") or {})
 
@@ -134,11 +135,15 @@ def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
     """Per loss: what its search or tuning trials used, and its best completed one on the selection set."""
     losses: dict[str, Row] = {}
     for run in runs:
-        loss = run.data.tags.get("lossweep.loss", "?")
+        loss = run.data.tags.get(Tag.LOSS, "?")
         row = losses.setdefault(loss, Row(loss))
         _spend(row.tuning, run)
         value = run.data.metrics.get(metric)
-        if _state(run) == "completed" and value is not None and (row.selection is None or value > row.selection):
+        if (
+            _state(run) == TrialState.COMPLETED
+            and value is not None
+            and (row.selection is None or value > row.selection)
+        ):
             row.selection, row.config, row.best_run_id = value, _config(run), run.info.run_id
     return losses
 
@@ -149,16 +154,16 @@ def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
 def _compare(board: Leaderboard, by_phase: dict[str, list], judge: _Judge, params: dict) -> None:
     expected_trials = int(_number(params, "sweep.trials", 0))
     expected_seeds = int(_number(params, "sweep.seeds", 0))
-    losses = _selection_rows(by_phase["tune"], board.metric)
+    losses = _selection_rows(by_phase[Phase.TUNE], board.metric)
     per_item: dict[str, dict[int, dict[str, float]]] = {}
     best_seed_run: dict[str, tuple[float, str]] = {}
-    for run in by_phase["seeds"]:
-        loss = run.data.tags.get("lossweep.loss", "?")
+    for run in by_phase[Phase.SEEDS]:
+        loss = run.data.tags.get(Tag.LOSS, "?")
         row = losses.setdefault(loss, Row(loss))
         _spend(row.verdict, run)
-        seed = int(run.data.tags.get("lossweep.seed", 0))
+        seed = int(run.data.tags.get(Tag.SEED, 0))
         value = run.data.metrics.get(board.verdict_metric or "")
-        if _state(run) != "completed" or value is None:
+        if _state(run) != TrialState.COMPLETED or value is None:
             row.missing_seeds.append(seed)
             continue
         row.seeds[seed] = value
@@ -222,7 +227,7 @@ def _table(by_seed: dict[int, dict[str, float]]) -> np.ndarray:
 
 
 def _baseline_run(by_phase: dict[str, list]):
-    return next(r for r in by_phase["baseline"] if _state(r) == "completed")
+    return next(r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED)
 
 
 def _adjust(rows: list[Row], field: str, intervals: list[Interval | None]) -> None:
@@ -297,7 +302,7 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
 
 
 def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> None:
-    losses = _selection_rows(by_phase["search"], board.metric)
+    losses = _selection_rows(by_phase[Phase.SEARCH], board.metric)
     rows = sorted(losses.values(), key=lambda r: -(r.selection if r.selection is not None else -math.inf))
     board.rows = rows
     winner = rows[0] if rows and rows[0].selection is not None else None
@@ -305,7 +310,7 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> Non
         board.verdict = "No trial completed; nothing was selected."
         return
     winner.selected = True
-    scored = next((r for r in by_phase["verdict"] if _state(r) == "completed"), None)
+    scored = next((r for r in by_phase[Phase.VERDICT] if _state(r) == TrialState.COMPLETED), None)
     if scored is not None:
         winner.score = judge.single(scored)
         base_items = judge.items(_baseline_run(by_phase)) if board.baseline else None
