@@ -29,7 +29,7 @@ from lossweep.sweep.models import load_model, tiny_model
 from lossweep.sweep.sampler import epoch_batches, shard
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.step import collate, train_step, trainable_parameters
-from lossweep.sweep.train import train
+from lossweep.sweep.trial import train
 
 CASES = {
     "MultipleNegativesRankingLoss": {"path": "cranfield", "split": "train"},

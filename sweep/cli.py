@@ -139,8 +139,9 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """Validate, train on Ray (local, or the cluster in RAY_ADDRESS), print where the MLflow run is."""
+    from lossweep.sweep.runs import TrialFailed
     from lossweep.sweep.spec import SpecError
-    from lossweep.sweep.train import TrialFailed, train
+    from lossweep.sweep.trial import train
 
     try:
         spec = _load(args.spec)

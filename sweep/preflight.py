@@ -11,8 +11,19 @@ from urllib.parse import urlsplit
 import ray
 import requests
 
-from .spec import Spec
+from .cluster import ensure_ray
+from .spec import Spec, SpecError
 from .tracking import redact
+
+
+def preflight(spec: Spec, source: str, uri: str) -> None:
+    """Tracking store, output folder and cluster capacity, checked before any run is created."""
+    problems = tracking_problems(uri) + output_problems(spec)
+    if not problems:
+        ensure_ray()
+        problems = capacity_problems(spec)
+    if problems:
+        raise SpecError(source, problems)
 
 
 def tracking_problems(uri: str) -> list[str]:

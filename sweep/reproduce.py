@@ -19,7 +19,7 @@ from .inputs import train_pairs
 from .protocol import Tag
 from .spec import Spec, parse_spec
 from .tracking import Tracker, package_versions
-from .train import train
+from .trial import train
 
 
 class ProvenanceMismatch(RuntimeError):

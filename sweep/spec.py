@@ -117,6 +117,7 @@ class TrainingSpec:
     weight_decay: float = 0.01
     max_grad_norm: float | None = 1.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     seed: int = 42
     log_every_steps: int = 10
 

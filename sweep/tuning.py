@@ -35,13 +35,15 @@ from .data import fingerprint
 from .evaluate import headline
 from .inputs import complete_loss, num_classes, resolve_paths, validate
 from .leaderboard import Leaderboard
+from .preflight import preflight
 from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
+from .runs import failure_message, raise_if_failed, start_trial_run
 from .space import Space, build_space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, SpecError, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tasks import mine_negatives, score_model
 from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
-from .train import failure_message, preflight, raise_if_failed, run_trainer, start_trial_run
+from .trial import run_trainer
 from .verdict import build_leaderboard
 
 STATE_FILE = "sweep.json"

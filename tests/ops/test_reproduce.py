@@ -11,7 +11,7 @@ from lossweep.sweep.models import tiny_model
 from lossweep.sweep.reproduce import reproduce
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker
-from lossweep.sweep.train import train
+from lossweep.sweep.trial import train
 
 
 def test_reproduce_matches_then_refuses_changed_data_and_versions(ray_local, data_dir, tmp_path):

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import lossweep.sweep.train as trainer
+import lossweep.sweep.preflight as preflight
+import lossweep.sweep.tasks as tasks
+import lossweep.sweep.trial as trainer
 from lossweep.sweep.inputs import validate
 from lossweep.sweep.spec import SpecError, load_spec, parse_spec
 
@@ -43,7 +45,8 @@ def errors_of(monkeypatch, tmp_path):
     def ray_started(*args, **kwargs):
         raise AssertionError("Ray was started for a bad spec")
 
-    monkeypatch.setattr(trainer, "ensure_ray", ray_started)
+    monkeypatch.setattr(preflight, "ensure_ray", ray_started)
+    monkeypatch.setattr(tasks, "ensure_ray", ray_started)
     monkeypatch.setattr(trainer, "run_trainer", ray_started)
 
     def errors(data: dict) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.train import train
+from lossweep.sweep.trial import train
 
 CASES = {
     "mnrl-gathered": (

@@ -1,0 +1,104 @@
+"""A trial's checkpoint: everything needed to resume it, in files that cannot run code when read.
+
+- `model/`: the model as a sentence-transformers folder (what `export` and verdict scoring load);
+- `weights.safetensors`: the trained tensors (the model's and the loss's own, e.g. a classifier);
+- `state.pt`: optimiser, scheduler and random-generator state, read with `torch.load(weights_only=True)`
+  (tensors, numbers, strings and containers only);
+- `metrics.json`: what the trial reported at that step.
+
+Checkpoints can live in shared storage that other people write to; a file planted there must not
+run code on every worker that resumes (pickle does). A `state.pt` with anything else in it is
+refused with `UnsafeCheckpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class UnsafeCheckpoint(RuntimeError):
+    """A checkpoint file holds something other than tensors and plain data; it is not loaded."""
+
+
+def _own_parameters(loss: nn.Module, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable tensors the loss owns beside the model (a classifier, a second encoder)."""
+    in_model = {id(p) for p in model.parameters()}
+    return {n: p for n, p in loss.named_parameters() if id(p) not in in_model}
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python_gauss": random.getstate()[2],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "gauss": [has_gauss, gauss]},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    *mt, version = state["python"]
+    random.setstate((version, tuple(mt), state["python_gauss"]))
+    numpy = state["numpy"]
+    has_gauss, gauss = numpy["gauss"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(directory: Path, model, loss: nn.Module, optimizer, scheduler, step: int, metrics: dict) -> None:
+    """Write a checkpoint of the training state at `step` into `directory`."""
+    model.save(str(directory / "model"))
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"loss.{k}": v.detach().cpu().contiguous() for k, v in _own_parameters(loss, model).items()}
+    save_file(_unshared(tensors), str(directory / "weights.safetensors"))
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save(state | {"rng": _rng_state()}, directory / "state.pt")
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): give each its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
+def load(directory: Path, model, loss: nn.Module, optimizer, scheduler) -> tuple[int, dict]:
+    """Restore the training state saved in `directory`; returns (step, metrics reported then)."""
+    try:
+        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(
+            f"{directory / 'state.pt'} holds objects other than tensors and plain data, so it is not loaded "
+            f"(it was not written by lossweep, or was changed since): {str(error).splitlines()[0][:200]}. "
+            "Delete the checkpoint folder to start the trial over"
+        ) from None
+    tensors = load_file(str(directory / "weights.safetensors"))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    own = _own_parameters(loss, model)
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if name.startswith("loss."):
+                own[name.removeprefix("loss.")].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return state["step"], json.loads((directory / "metrics.json").read_text())

@@ -1,0 +1,72 @@
+"""The MLflow run of a trial: created with the resolved spec and provenance, closed with its state,
+and the reason it failed, read from the (Ray-wrapped) error or left on the run by a worker."""
+
+from __future__ import annotations
+
+from . import negatives as neg
+from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
+from .protocol import Tag, TrialState
+from .spec import Spec
+from .tracking import Tracker, flatten, provenance_tags, redact
+
+
+class TrialFailed(RuntimeError):
+    """A trial stopped on an error the run records (divergence, out of memory, a worker error)."""
+
+
+def start_trial_run(
+    spec: Spec, tracker: Tracker, data_fingerprint: str, *, parent_run_id: str | None = None, tags: dict | None = None
+) -> str:
+    """Create the trial's MLflow run: params (the resolved spec), provenance tags, the spec file, and
+    the mined negatives it reads (their cache key and summary)."""
+    data = spec.to_dict()
+    data["mlflow"]["tracking_uri"] = redact(tracker.uri)
+    params = flatten(data) | {"loss.label": spec.loss_label()}
+    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
+    mined = mined_negatives(spec)
+    if mined is not None:
+        run_tags[Tag.NEGATIVES_KEY] = mined[0]
+    run_tags |= tags or {}
+    run_id = tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
+    if mined is not None and mined[1]:
+        tracker.log_dict(run_id, mined[1], "negatives.json")
+    return run_id
+
+
+def mined_negatives(spec: Spec) -> tuple[str, dict | None] | None:
+    """The cache key and summary of the mined negatives a trial trains on; None when it uses none."""
+    if spec.negatives is None:
+        return None
+    pairs = train_pairs(spec)
+    if not uses_negatives(spec, pairs.features):
+        return None
+    directory = negatives_dir(spec, mining_input(spec, pairs))
+    return directory.name, neg.read_summary(directory)
+
+
+def close_run(tracker: Tracker, run_id: str, state: TrialState, tags: dict[str, str] | None = None) -> None:
+    """Record how the trial ended and end its run (FINISHED, or FAILED for a failed trial)."""
+    tracker.set_tags(run_id, {Tag.STATE: state} | (tags or {}))
+    tracker.end_run(run_id, "FAILED" if state == TrialState.FAILED else "FINISHED")
+
+
+def failure_tags(kind: str, message: str) -> dict[str, str]:
+    """What a worker leaves on its run when it stops on a failure (`kind`: diverged, out_of_memory)."""
+    return {Tag.STATE: TrialState.FAILED, Tag.FAILURE: kind, Tag.ERROR: message[:5000]}
+
+
+def failure_message(text: str) -> str:
+    """The line of a (Ray-wrapped) error that says what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for marker in ("TrialOutOfMemory:", "TrainingDiverged:", "TrialFailed:", "UnsafeCheckpoint:"):
+        for line in reversed(lines):
+            if marker in line:
+                return line[line.index(marker) + len(marker) :].strip()
+    return lines[-1] if lines else "unknown error"
+
+
+def raise_if_failed(tracker: Tracker, run_id: str) -> None:
+    """A worker that stopped cleanly on a failure (a NaN loss) leaves the reason on the run."""
+    tags = tracker.client.get_run(run_id).data.tags
+    if tags.get(Tag.FAILURE):
+        raise TrialFailed(tags[Tag.ERROR])

@@ -1,0 +1,86 @@
+"""One trial from the driver: a Ray Train `TorchTrainer` around the worker loop, and `lossweep train`
+(validate, create the MLflow run, train on Ray, close the run; the run holds every number)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from .data import fingerprint
+from .inputs import complete_loss, resolve_paths, uses_negatives, validate
+from .preflight import preflight
+from .protocol import Tag, TrialState
+from .runs import TrialFailed, close_run, failure_message, raise_if_failed, start_trial_run
+from .spec import Spec
+from .tasks import mine_negatives
+from .tracking import Tracker, resolve_tracking_uri, worker_tracking_uri
+from .worker import train_loop
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    metrics: dict[str, float]
+    checkpoint_path: str | None
+    run_url: str
+
+
+def scaling_config(spec: Spec) -> ScalingConfig:
+    """`resources.workers` workers, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs."""
+    r = spec.resources
+    resources = {"CPU": r.cpus_per_worker} | ({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})
+    if r.memory_per_worker_gb:
+        resources["memory"] = int(r.memory_per_worker_gb * 2**30)
+    return ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources)
+
+
+def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks: list | None = None):
+    """Fit the TorchTrainer for one trial; a restarted worker group resumes from its last checkpoint."""
+    storage = str(Path(spec.output_dir).expanduser().resolve())
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": worker_tracking_uri(tracking_uri)},
+        scaling_config=scaling_config(spec),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )
+    return trainer.fit()
+
+
+def train(
+    spec: Spec, *, source: str = "spec", tracking_uri: str | None = None, tags: dict[str, str] | None = None
+) -> TrialResult:
+    """`lossweep train`: one trial of the spec, end to end."""
+    loaded = validate(spec, source)
+    spec = complete_loss(resolve_paths(spec), loaded["train"])
+    uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
+    preflight(spec, source, uri)
+    if uses_negatives(spec, loaded["train"].features):
+        mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
+    tracker = Tracker(uri)
+    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), tags=tags)
+    try:
+        result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
+        raise_if_failed(tracker, run_id)
+    except BaseException as error:
+        interrupted = isinstance(error, KeyboardInterrupt)
+        run_tags = tracker.client.get_run(run_id).data.tags
+        if Tag.ERROR not in run_tags:
+            reason = "interrupted" if interrupted else failure_message(f"{type(error).__name__}: {error}")
+            tracker.set_tags(run_id, {Tag.STATE: TrialState.FAILED, Tag.ERROR: reason[:5000]})
+        tracker.end_run(run_id, "KILLED" if interrupted else "FAILED")
+        if interrupted or isinstance(error, TrialFailed):
+            raise
+        raise TrialFailed(tracker.client.get_run(run_id).data.tags[Tag.ERROR]) from error
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    close_run(tracker, run_id, TrialState.COMPLETED, {Tag.CHECKPOINT: checkpoint} if checkpoint else None)
+    return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id))

@@ -1,0 +1,309 @@
+"""The Ray Train worker loop of one trial, as a recipe: setup, resume, train, evaluate and report.
+
+Why a lean loop and not `SentenceTransformerTrainer` inside the workers: the trainer's batch samplers
+keep their property (no duplicates, grouped labels) per device only, but with cross-worker gathering
+the loss sees the *global* batch, so the sampler must build global batches (`sampler.py`); the HF
+trainer would also wrap the model in DDP, whose reducer rejects the several forwards per step that
+cached, Matryoshka and AdaptiveLayer losses make. The loop reuses everything else from
+sentence-transformers (tokenisation, the losses, the model) and is what makes N workers x B rows
+train exactly like one worker x N*B rows.
+
+Every worker builds the same global batches and takes its slice; rank 0 logs to MLflow and saves
+checkpoints; every rank reports to Ray Train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint
+from transformers import get_scheduler
+
+from lossweep.losses import build_loss, get_entry
+
+from . import checkpoint
+from .evaluate import PER_QUERY_ARTIFACT, Evaluator, build_evaluators, evaluate
+from .inputs import train_dataset
+from .models import load_model
+from .protocol import Tag
+from .runs import failure_tags
+from .sampler import batches, shard, steps_per_epoch
+from .spec import Spec, parse_spec
+from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
+from .tracking import Tracker
+
+
+@dataclass
+class Trial:
+    """What one worker holds while it trains."""
+
+    spec: Spec
+    run_id: str
+    rank: int
+    world: int
+    device: torch.device
+    tracker: Tracker | None  # rank 0 only
+    dataset: datasets.Dataset
+    sampler: str
+    steps: int
+    steps_per_epoch: int
+    model: Any
+    loss: torch.nn.Module
+    parameters: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    evaluators: list[Evaluator]
+    autocast: contextlib.AbstractContextManager | None = None
+    scaler: torch.amp.GradScaler | None = None
+    start: int = 0
+    step: int = 0  # the step being trained (for the out-of-memory message)
+    log: dict[str, float] = field(default_factory=dict)  # the running window of train/samples_per_second
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """The Ray Train worker function."""
+    _quiet_worker_logs()
+    trial = setup(config)
+    if resume(trial):
+        return
+    record_attempt(trial)
+    if trial.start == 0 and trial.spec.evaluation.at_start and trial.evaluators:
+        evaluate_and_report(trial, 0, {})
+    train(trial)
+
+
+# --- 1. Setup ------------------------------------------------------------------------------------------
+
+
+def setup(config: dict[str, Any]) -> Trial:
+    """Seeds, data, model, loss (gathering across workers when there are several), optimiser."""
+    spec = parse_spec(config["spec"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    _seed(spec.training.seed)
+    dataset = train_dataset(spec)
+    sampler = get_entry(spec.loss.leaf).sampler
+    per_epoch = max(1, steps_per_epoch(dataset, spec.training.batch_size, sampler, spec.training.seed))
+    steps = spec.training.steps or max(1, int(per_epoch * spec.training.epochs))
+
+    model = load_model(spec.model, device=str(device))
+    if spec.max_seq_length:
+        model.max_seq_length = spec.max_seq_length
+    load = partial(load_model, device=str(device))
+    loss = build_loss(spec.loss_config(), model, distributed=world > 1, load_model=load).to(device)
+    parameters = trainable_parameters(loss)
+    optimizer = _optimizer(parameters, spec)
+    warmup = int(spec.training.warmup_ratio * steps)
+    scheduler = get_scheduler(spec.training.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    precision = spec.training.precision
+    autocast = None
+    if precision != "fp32":
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return Trial(
+        spec=spec,
+        run_id=config["run_id"],
+        rank=rank,
+        world=world,
+        device=device,
+        tracker=Tracker(config["tracking_uri"]) if rank == 0 else None,
+        dataset=dataset,
+        sampler=sampler,
+        steps=steps,
+        steps_per_epoch=per_epoch,
+        model=model,
+        loss=loss,
+        parameters=parameters,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        evaluators=build_evaluators(spec),
+        autocast=autocast,
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+    )
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], spec: Spec) -> torch.optim.Optimizer:
+    """AdamW (biases and norm weights, the 1-d tensors, get no weight decay, as in the HF trainer), or
+    plain SGD, whose update is linear in the gradient (the exactness tests use it)."""
+    if spec.training.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=spec.training.learning_rate)
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": spec.training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.training.learning_rate)
+
+
+def _quiet_worker_logs() -> None:
+    """Keep worker output to progress and problems: the IR evaluator logs each metric, and torch
+    flags the all_gather sentence-transformers uses."""
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+
+
+# --- 2. Resume -----------------------------------------------------------------------------------------
+
+
+def resume(trial: Trial) -> bool:
+    """Continue from the last reported checkpoint of a restarted worker group. True when that
+    checkpoint is the final one: its result is handed back and nothing is trained or logged twice."""
+    found: Checkpoint | None = ray.train.get_checkpoint()
+    if found is None:
+        return False
+    with found.as_directory() as directory:
+        trial.start, metrics = checkpoint.load(
+            Path(directory), trial.model, trial.loss, trial.optimizer, trial.scheduler
+        )
+    if trial.start >= trial.steps:
+        ray.train.report(metrics)
+        return True
+    return False
+
+
+def record_attempt(trial: Trial) -> None:
+    """Every start of the worker group is an attempt; a restart is recorded on the same run."""
+    if trial.tracker is None:
+        return
+    tags = trial.tracker.client.get_run(trial.run_id).data.tags
+    attempts = int(tags.get(Tag.ATTEMPTS, "0")) + 1
+    update = {Tag.ATTEMPTS: str(attempts)}
+    if attempts > 1:
+        update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(trial.start)}
+    trial.tracker.set_tags(trial.run_id, update)
+
+
+# --- 3. Train ------------------------------------------------------------------------------------------
+
+
+def train(trial: Trial) -> None:
+    """Optimise to the last step, evaluating at set steps and at the end.
+
+    A NaN loss stops every worker at the same step (the loss is all-reduced): the run is recorded as
+    failed and ends without a retry. Running out of memory is raised, so Ray Train tears the worker
+    group down (a worker alone in a collective would wait forever).
+    """
+    spec = trial.spec
+    budget = spec.resources.memory_per_worker_gb
+    if budget and trial.device.type == "cpu":
+        limit_memory_growth(budget)
+    try:
+        last_loss = _optimise(trial)
+        evaluate_and_report(trial, trial.steps, {"train/loss": last_loss}, final=True)
+    except TrainingDiverged as error:
+        if trial.tracker:
+            trial.tracker.set_tags(trial.run_id, failure_tags("diverged", str(error)))
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        local = spec.training.batch_size // trial.world
+        detail = str(error).splitlines()[0][:200]
+        message = (
+            f"out of memory at step {trial.step} with {local} rows per worker ({detail}); "
+            "lower training.batch_size or max_seq_length, or use a cached (GradCache) loss"
+        )
+        if trial.tracker:
+            trial.tracker.set_tags(trial.run_id, failure_tags("out_of_memory", message))
+        raise TrialOutOfMemory(message) from None
+
+
+def _optimise(trial: Trial) -> float:
+    """The optimisation steps from `trial.start`; returns the last loss."""
+    spec = trial.spec
+    every, log_every = spec.evaluation.every_steps, spec.training.log_every_steps
+    trial.model.train()
+    window = (time.perf_counter(), 0)
+    last_loss = float("nan")
+    for step, global_batch in batches(
+        trial.dataset, spec.training.batch_size, trial.sampler, spec.training.seed, trial.start
+    ):
+        if step >= trial.steps:
+            break
+        trial.step = done = step + 1
+        rows = trial.dataset[shard(global_batch, trial.rank, trial.world)]
+        features, labels = collate(trial.model, rows, trial.device)
+        last_loss = train_step(
+            trial.loss,
+            trial.optimizer,
+            features,
+            labels,
+            trial.parameters,
+            scheduler=trial.scheduler,
+            max_grad_norm=spec.training.max_grad_norm,
+            autocast=trial.autocast,
+            scaler=trial.scaler,
+            step=done,
+        )
+        window = (window[0], window[1] + 1)
+        if trial.tracker and (done % log_every == 0 or done == trial.steps or done == trial.start + 1):
+            seconds = time.perf_counter() - window[0]
+            trial.tracker.log_metrics(
+                trial.run_id,
+                {
+                    "train/loss": last_loss,
+                    "train/learning_rate": trial.scheduler.get_last_lr()[0],
+                    "train/samples_per_second": window[1] * spec.training.batch_size / seconds,
+                    "train/epoch": done / trial.steps_per_epoch,
+                },
+                done,
+            )
+        if done % log_every == 0:
+            window = (time.perf_counter(), 0)
+        if every and done % every == 0 and done < trial.steps:
+            evaluate_and_report(trial, done, {"train/loss": last_loss})
+    return last_loss
+
+
+def limit_memory_growth(budget_gb: float) -> None:
+    """Cap this worker's address space at its current size plus `budget_gb`.
+
+    A trial that needs more then fails alone with an out-of-memory error, instead of the node's OOM
+    killer taking down its neighbours. CPU workers only: CUDA reserves address space it never uses.
+    """
+    import resource
+
+    with open("/proc/self/status") as status:
+        size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = size_kb * 1024 + int(budget_gb * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+# --- 4. Evaluate and report ------------------------------------------------------------------------------
+
+
+def evaluate_and_report(trial: Trial, step: int, train_metrics: dict[str, float], final: bool = False) -> None:
+    """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint."""
+    spec = trial.spec
+    result = evaluate(trial.model, trial.evaluators, distributed=spec.evaluation.distributed and trial.world > 1)
+    metrics = {"step": step, **train_metrics}
+    if result is not None:
+        metrics |= result.metrics
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = None
+        if trial.rank == 0:
+            assert trial.tracker is not None and result is not None
+            trial.tracker.log_metrics(trial.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
+            if final and result.per_query:
+                trial.tracker.log_dict(trial.run_id, result.per_query, PER_QUERY_ARTIFACT)
+            checkpoint.save(Path(tmp), trial.model, trial.loss, trial.optimizer, trial.scheduler, step, metrics)
+            saved = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"step_{step:07d}")
