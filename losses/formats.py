@@ -170,6 +170,15 @@ def inspect_dataset(data: datasets.Dataset | datasets.Features, sample: int = 10
     return DatasetShape(text_columns, label_column, kinds, label_type, length, problems)
 
 
+def num_classes(data: datasets.Dataset) -> int:
+    """Classes of the label column: a ClassLabel's count, else the largest id + 1."""
+    label = next(c for c in data.column_names if c in LABEL_COLUMNS)
+    feature = data.features[label]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    return int(max(data[label])) + 1
+
+
 def class_counts_problem(data: datasets.Dataset, label_column: str) -> str | None:
     """Batch-triplet losses need at least 2 classes with at least 2 examples each."""
     counts = Counter(data[label_column])

@@ -43,6 +43,8 @@ class Param:
     objects: Mapping[str, Any] | None = None
     check: Callable[[Any], str | None] | None = None
     doc: str = ""
+    required: bool = False  # no default that works: the user names it (a guide model)
+    from_data: Callable[[Any], Any] | None = None  # left unset, it is read off the training data
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -209,7 +211,7 @@ def mnrl_family(cached: bool, symmetric: bool) -> tuple[Param, ...]:
 
 def gist_family(cached: bool) -> tuple[Param, ...]:
     params = [
-        Param("guide", "str", None, tune=False, doc="guide model: local path, hub id or 'minilm' (required)"),
+        Param("guide", "str", None, tune=False, required=True, doc="guide model: local path, hub id or 'minilm'"),
         Param("temperature", "float", 0.01, (0.005, 0.1), log=True, gt=0),
         Param("margin_strategy", "choice", "absolute", choices=("absolute", "relative")),
         Param("margin", "float", 0.0, (0.0, 0.2), ge=0),

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import gather as g
 from . import params as p
-from .formats import InputFormat
+from .formats import InputFormat, num_classes
 from .formats import LabelKind as L
 from .params import Param
 
@@ -72,6 +72,13 @@ class LossEntry:
     modifier: bool = False
     constraints: Callable[[dict[str, Any]], list[str]] | None = None
     build: Callable[..., nn.Module] | None = None
+    # What the entry knows that a sweep or a modifier needs to know:
+    same_objective_as: str | None = None  # a GradCache twin: same objective, less memory
+    truncates: bool = False  # a modifier that trains the base on truncated embeddings (Matryoshka)
+    cuts_layers: bool = False  # a modifier that trains the base on earlier layers (AdaptiveLayer)
+    breaks_truncation: str | None = None  # why truncated embeddings break this loss, if they do
+    named_components: bool = False  # returns a dict of loss parts, which no modifier can weight
+    gradient_cache: Callable[[Mapping[str, Any]], bool] | None = None  # back-propagates from a hook (GradCache)
 
     @property
     def distributed_class(self) -> type[nn.Module]:
@@ -85,7 +92,8 @@ class LossEntry:
         return {param.name: param.default for param in self.params}
 
     def refuses(self, base: LossConfig) -> str | None:
-        """Why this modifier cannot wrap `base`, or None."""
+        """Why this modifier cannot wrap `base`, or None. Which pairs fail was found by building every
+        modifier around every loss (tests/losses/test_modifiers.py fails if the entries and reality disagree)."""
         if not self.modifier:
             return f"{self.name} is not a modifier and takes no base loss"
         base_entry = LOSSES.get(base.name)
@@ -93,33 +101,42 @@ class LossEntry:
             return None  # reported as an unknown loss
         if base_entry.modifier:
             return f"{self.name} cannot wrap another modifier ({base.name}); give it a plain loss"
-        if base.name == "GlobalOrthogonalRegularizationLoss":
+        if base_entry.named_components:
             return (
                 f"{self.name} cannot wrap {base.name}: it returns named loss components, which modifiers cannot weight"
             )
-        if self.name in ("MatryoshkaLoss", "Matryoshka2dLoss") and base.name in BREAKS_UNDER_TRUNCATION:
-            return f"{self.name} cannot wrap {base.name}: {BREAKS_UNDER_TRUNCATION[base.name]}"
-        if self.name in ("AdaptiveLayerLoss", "Matryoshka2dLoss"):
-            cached = issubclass(base_entry.cls, (st.CachedMultipleNegativesRankingLoss, st.CachedGISTEmbedLoss)) or (
-                base_entry.cls is st.MegaBatchMarginLoss and base.params.get("use_mini_batched_version", True)
+        if self.truncates and base_entry.breaks_truncation:
+            return f"{self.name} cannot wrap {base.name}: {base_entry.breaks_truncation}"
+        if self.cuts_layers and base_entry.gradient_cache and base_entry.gradient_cache(base.params):
+            return (
+                f"{self.name} cannot wrap {base.name}: gradient-caching losses back-propagate from a hook "
+                "after the layer decorator is gone. Use the non-cached variant "
+                "(or MegaBatchMarginLoss with use_mini_batched_version: false)"
             )
-            if cached:
-                return (
-                    f"{self.name} cannot wrap {base.name}: gradient-caching losses back-propagate from a hook "
-                    "after the layer decorator is gone. Use the non-cached variant "
-                    "(or MegaBatchMarginLoss with use_mini_batched_version: false)"
-                )
         return None
 
+    def required_params(self) -> list[str]:
+        """Parameters with no default that works: a spec must name them (a guide model)."""
+        return [param.name for param in self.params if param.required]
 
-# Bases that Matryoshka truncation breaks, found by building every modifier around every loss
-# (tests/losses/test_modifiers.py fails if this list and reality disagree).
-BREAKS_UNDER_TRUNCATION = {
-    "SoftmaxLoss": "its classifier takes full-size embeddings",
-    "DenoisingAutoEncoderLoss": "its decoder cross-attends to full-size sentence embeddings",
-    "ContrastiveTensionLoss": "its second encoder is not truncated: the two sizes differ",
-    "ContrastiveTensionLossInBatchNegatives": "its second encoder is not truncated: the two sizes differ",
-}
+    def from_data(self, params: Mapping[str, Any], data) -> dict[str, Any]:
+        """The parameters left unset that the training data determines (SoftmaxLoss's num_labels)."""
+        return {
+            param.name: param.from_data(data)
+            for param in self.params
+            if param.from_data is not None and params.get(param.name) is None
+        }
+
+
+TRUNCATED_SECOND_ENCODER = "its second encoder is not truncated: the two sizes differ"
+
+
+def _always(params: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _mini_batched(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("use_mini_batched_version", True))
 
 
 def _mnrl_constraints(values: dict[str, Any]) -> list[str]:
@@ -199,6 +216,7 @@ def _entries() -> list[LossEntry]:
             params=p.adaptive_layer(),
             modifier=True,
             build=_build_adaptive,
+            cuts_layers=True,
         ),
         LossEntry(
             "AnglELoss",
@@ -260,6 +278,8 @@ def _entries() -> list[LossEntry]:
             needs=("guide model",),
             sampler="no_duplicates",
             build=_build_gist,
+            same_objective_as="GISTEmbedLoss",
+            gradient_cache=_always,
         ),
         LossEntry(
             "CachedMultipleNegativesRankingLoss",
@@ -271,6 +291,8 @@ def _entries() -> list[LossEntry]:
             native_gather=True,
             sampler="no_duplicates",
             constraints=_mnrl_constraints,
+            same_objective_as="MultipleNegativesRankingLoss",
+            gradient_cache=_always,
         ),
         LossEntry(
             "CachedMultipleNegativesSymmetricRankingLoss",
@@ -281,6 +303,8 @@ def _entries() -> list[LossEntry]:
             in_batch=True,
             native_gather=True,
             sampler="no_duplicates",
+            same_objective_as="MultipleNegativesSymmetricRankingLoss",
+            gradient_cache=_always,
         ),
         LossEntry(
             "ContrastiveLoss",
@@ -300,6 +324,7 @@ def _entries() -> list[LossEntry]:
             "Unsupervised: two encoders agree on identical sentences (label 1), not on others (0).",
             formats=(InputFormat(("sentence1", "sentence2"), L.BINARY),),
             multi_worker=g.GatheredContrastiveTensionLoss,
+            breaks_truncation=TRUNCATED_SECOND_ENCODER,
         ),
         LossEntry(
             "ContrastiveTensionLossInBatchNegatives",
@@ -310,6 +335,7 @@ def _entries() -> list[LossEntry]:
             in_batch=True,
             multi_worker=g.GatheredContrastiveTensionLossInBatchNegatives,
             sampler="no_duplicates",
+            breaks_truncation=TRUNCATED_SECOND_ENCODER,
         ),
         LossEntry(
             "CoSENTLoss",
@@ -338,6 +364,7 @@ def _entries() -> list[LossEntry]:
             ),
             multi_worker=g.TokenWeightedDenoisingAutoEncoderLoss,
             needs=("decoder (the encoder by default)",),
+            breaks_truncation="its decoder cross-attends to full-size sentence embeddings",
         ),
         LossEntry(
             "DistillKLDivLoss",
@@ -389,6 +416,7 @@ def _entries() -> list[LossEntry]:
             in_batch=True,
             multi_worker=g.GatheredGlobalOrthogonalRegularizationLoss,
             constraints=_gor_constraints,
+            named_components=True,
         ),
         LossEntry(
             "MarginMSELoss",
@@ -407,6 +435,7 @@ def _entries() -> list[LossEntry]:
             modifier=True,
             constraints=_matryoshka_constraints,
             build=_build_matryoshka,
+            truncates=True,
         ),
         LossEntry(
             "Matryoshka2dLoss",
@@ -417,6 +446,8 @@ def _entries() -> list[LossEntry]:
             modifier=True,
             constraints=_matryoshka_constraints,
             build=_build_matryoshka,
+            truncates=True,
+            cuts_layers=True,
         ),
         LossEntry(
             "MegaBatchMarginLoss",
@@ -432,6 +463,7 @@ def _entries() -> list[LossEntry]:
             in_batch=True,
             multi_worker=g.GatheredMegaBatchMarginLoss,
             sampler="no_duplicates",
+            gradient_cache=_mini_batched,
         ),
         LossEntry(
             "MSELoss",
@@ -480,7 +512,15 @@ def _entries() -> list[LossEntry]:
             "Classifier on (u, v, |u-v|) of a pair, as in SBERT's NLI training.",
             formats=(InputFormat(("sentence1", "sentence2"), L.CLASS),),
             params=(
-                Param("num_labels", "int", None, tune=False, gt=0, doc="null: the number of classes in the data"),
+                Param(
+                    "num_labels",
+                    "int",
+                    None,
+                    tune=False,
+                    gt=0,
+                    from_data=num_classes,
+                    doc="null: the number of classes in the data",
+                ),
                 Param("concatenation_sent_rep", "bool", True),
                 Param("concatenation_sent_difference", "bool", True),
                 Param("concatenation_sent_multiplication", "bool", False),
@@ -488,6 +528,7 @@ def _entries() -> list[LossEntry]:
             needs=("num_labels (from the data)",),
             constraints=_softmax_constraints,
             build=_build_softmax,
+            breaks_truncation="its classifier takes full-size embeddings",
         ),
         LossEntry(
             "TripletLoss",
@@ -523,31 +564,36 @@ def get_entry(name: str) -> LossEntry:
 
 
 def config_errors(config: LossConfig, path: str = "loss") -> list[str]:
-    """Every problem with a loss config, each prefixed with its field path; empty when valid."""
+    """Every problem with a loss config, each prefixed with its field path (relative when `path` is
+    empty); empty when valid."""
+
+    def at(field: str) -> str:
+        return f"{path}.{field}" if path else field
+
     try:
         entry = get_entry(config.name)
     except UnknownLossError as error:
-        return [f"{path}.name: {error}"]
+        return [f"{at('name')}: {error}"]
     errors = []
     known = {param.name: param for param in entry.params}
     for key, value in config.params.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            errors.append(f"{path}.params.{key}: {entry.name} has no parameter {key!r}; {hint}valid: {sorted(known)}")
+            errors.append(f"{at('params.' + key)}: {entry.name} has no parameter {key!r}; {hint}valid: {sorted(known)}")
             continue
         problem = known[key].error(known[key].normalise(value))
         if problem:
-            errors.append(f"{path}.params.{key}: {problem}")
+            errors.append(f"{at('params.' + key)}: {problem}")
     if entry.constraints and not errors:
-        errors += [f"{path}.params: {problem}" for problem in entry.constraints(resolve_params(entry, config.params))]
+        errors += [f"{at('params')}: {problem}" for problem in entry.constraints(resolve_params(entry, config.params))]
     if entry.modifier and config.base is None:
-        errors.append(f"{path}.base: {entry.name} wraps a base loss; add base: {{name: MultipleNegativesRankingLoss}}")
+        errors.append(f"{at('base')}: {entry.name} wraps a base loss; add base: {{name: MultipleNegativesRankingLoss}}")
     elif config.base is not None:
         reason = entry.refuses(config.base)
         if reason:
-            errors.append(f"{path}.base: {reason}")
-        errors += config_errors(config.base, f"{path}.base")
+            errors.append(f"{at('base')}: {reason}")
+        errors += config_errors(config.base, at("base"))
     return errors
 
 

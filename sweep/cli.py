@@ -300,6 +300,14 @@ def negatives_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def schema_command(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of experiment specs (editors validate and complete spec files with it)."""
+    from lossweep.sweep.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -316,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--num-negatives", type=int, default=1, help="negatives per anchor for --negatives (default 1)")
     losses.add_argument("--json", action="store_true", help="print JSON instead of a table")
     losses.set_defaults(func=losses_command)
+
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of experiment specs (a copy: experiments/spec.schema.json)"
+    )
+    schema.set_defaults(func=schema_command)
 
     validate = commands.add_parser("validate", help="check an experiment spec without running it")
     validate.add_argument("spec", help="path to an experiment YAML file")

@@ -24,16 +24,8 @@ from sentence_transformers.util.distributed import distributed_evaluation, get_r
 
 from .data import RetrievalSet
 from .inputs import EvalSet, load_eval
+from .metrics import RETRIEVAL_METRICS, metric_name
 
-RETRIEVAL_METRICS = {  # our name -> (ST result key, k)
-    "ndcg_at_10": ("ndcg@k", 10),
-    "mrr_at_10": ("mrr@k", 10),
-    "map_at_100": ("map@k", 100),
-    "recall_at_1": ("recall@k", 1),
-    "recall_at_10": ("recall@k", 10),
-    "recall_at_100": ("recall@k", 100),
-}
-HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy"}
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
 
@@ -44,10 +36,6 @@ class EvalResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-
-
-def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:
-    return f"eval/{dataset}/{metric}" + ("" if dim is None else f"/dim_{dim}")
 
 
 def _truncate(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
@@ -219,11 +207,6 @@ def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator
     dims = spec.evaluation.dims or spec.matryoshka_dims
     refs = [ref for ref in spec.eval if names is None or ref.label in names]
     return [build_evaluator(load_eval(ref, spec), dims, spec.evaluation.batch_size) for ref in refs]
-
-
-def headline(eval_set_type: str, name: str) -> str:
-    """The metric a sweep optimises for an evaluation set (its first one by default)."""
-    return metric_name(name, HEADLINE[eval_set_type])
 
 
 def evaluate(

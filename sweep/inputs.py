@@ -15,7 +15,7 @@ from . import holdout
 from . import negatives as neg
 from .models import ModelError, load_model, model_dimension, model_fingerprint, resolve_model
 from .sampler import steps_per_epoch
-from .spec import DataRef, EvalRef, Spec, SpecError, check_values
+from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
 from .teacher import with_teacher_embeddings, with_teacher_scores
 
 
@@ -184,7 +184,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
     Returns the training rows as the data gives them, validation rows held out (key 'train'), so
     callers need not read them again.
     """
-    problems = check_values(spec)
+    problems: list[str] = []  # the spec's own values were checked when it was read
     loaded: dict[str, datasets.Dataset] = {}
     try:
         resolve_model(spec.model)
@@ -215,6 +215,10 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
                 problems.append(f"eval[{i}]: {error}")
         if "train" in loaded and not any(p.startswith("loss") for p in problems):
             problems += _training_problems(spec, loaded["train"])
+        if "train" in loaded and spec.sweep is not None:
+            from .space import build_space, space_problems  # the search space needs the data ("all" losses)
+
+            problems += space_problems(build_space(spec, loaded["train"])[0])
     if problems:
         raise SpecError(source, problems)
     return loaded
@@ -249,22 +253,16 @@ def _training_problems(spec: Spec, pairs: datasets.Dataset) -> list[str]:
 
 
 def complete_loss(spec: Spec, dataset: datasets.Dataset) -> Spec:
-    """Fill what the data determines: SoftmaxLoss's num_labels (the number of classes)."""
-    loss = spec.loss
-    target = loss.base if loss.base is not None else loss
-    if target.name != "SoftmaxLoss" or target.params.get("num_labels") is not None:
-        return spec
-    params = dict(target.params) | {"num_labels": num_classes(dataset)}
-    filled = type(target)(target.name, params, target.base)
-    return spec.replace(loss=filled if loss.base is None else type(loss)(loss.name, dict(loss.params), filled))
+    """Fill the loss parameters the data determines (SoftmaxLoss's num_labels: the number of classes)."""
+    return spec.replace(loss=with_data_params(spec.loss, dataset))
 
 
-def num_classes(dataset: datasets.Dataset) -> int:
-    """Classes of the label column: a ClassLabel's count, else the largest id + 1."""
-    feature = dataset.features.get("label")
-    if isinstance(feature, datasets.ClassLabel):
-        return feature.num_classes
-    return int(max(dataset["label"])) + 1
+def with_data_params(loss: LossSpec, dataset: datasets.Dataset) -> LossSpec:
+    """`loss` (or its base, for a modifier) with the parameters its registry entry reads off the data."""
+    if loss.base is not None:
+        return loss.replace(base=with_data_params(loss.base, dataset))
+    filled = get_entry(loss.name).from_data(loss.params, dataset)
+    return loss.replace(params=dict(loss.params) | filled) if filled else loss
 
 
 def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:

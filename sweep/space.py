@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +25,6 @@ from lossweep.losses.params import Param
 from .negatives import shape_for, shaped_features
 from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, Spec
 
-# Losses that compute the same objective as another entry (GradCache only changes memory use): a
-# sweep over "all" keeps one of each pair, so the budget goes to distinct objectives.
-SAME_OBJECTIVE = {
-    "CachedMultipleNegativesRankingLoss": "MultipleNegativesRankingLoss",
-    "CachedMultipleNegativesSymmetricRankingLoss": "MultipleNegativesSymmetricRankingLoss",
-    "CachedGISTEmbedLoss": "GISTEmbedLoss",
-}
-
 
 @dataclass(frozen=True)
 class Dim:
@@ -43,12 +36,13 @@ class Dim:
     high: float | None = None
     log: bool = False
     choices: tuple[Any, ...] = ()
+    step: int = 1  # int ranges: values low, low + step, ... (batch sizes in multiples of the workers)
 
     def suggest(self, trial: optuna.Trial, key: str) -> Any:
         if self.kind == "float":
             return trial.suggest_float(key, self.low, self.high, log=self.log)
         if self.kind == "int":
-            return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
+            return trial.suggest_int(key, int(self.low), int(self.high), step=self.step, log=self.log)
         encoded = [_encode(c) for c in self.choices]
         return _decode(trial.suggest_categorical(key, encoded))
 
@@ -140,12 +134,13 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
         configs = []
         for name in fitting:
             entry = get_entry(name)
-            if name in SAME_OBJECTIVE and SAME_OBJECTIVE[name] in fitting:
+            if entry.same_objective_as in fitting:
                 notes.append(
-                    f"{name} left out: same objective as {SAME_OBJECTIVE[name]} (GradCache changes memory only)"
+                    f"{name} left out: same objective as {entry.same_objective_as} (GradCache changes memory only)"
                 )
-            elif any(p.name == "guide" for p in entry.params):
-                notes.append(f"{name} left out: it needs a guide model; list it in sweep.losses with params.guide")
+            elif entry.required_params():
+                required = ", ".join(f"params.{p}" for p in entry.required_params())
+                notes.append(f"{name} left out: it needs {required}; list it in sweep.losses with them")
             else:
                 configs.append(LossConfig(name))
     else:
@@ -189,12 +184,40 @@ def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list
     shared = []
     for name, rng in spec.sweep.shared.items():
         kind = SHARED_KINDS.get(name, "categorical")
-        shared.append(
-            _dim_from_range(name, rng, kind)
-            if kind != "categorical"
-            else Dim(name, "categorical", choices=tuple(rng.choices or ()))
+        dim = (
+            _dim_from_range(name, rng, kind) if kind != "categorical" else Dim(name, "categorical", choices=rng.choices)
         )
+        if name == "batch_size" and dim.kind == "int":  # every worker takes an equal share of each global batch
+            pairs = any(
+                get_entry(c.config.base.name if c.config.base else c.name).sampler == "group_by_label"
+                for c in candidates
+            )
+            dim = dataclasses.replace(dim, step=math.lcm(spec.resources.workers, 2 if pairs else 1))
+        shared.append(dim)
     return Space(tuple(candidates), tuple(shared), mining if any(c.mined for c in candidates) else ()), notes
+
+
+def space_problems(space: Space) -> list[str]:
+    """Combinations a loss refuses that its numeric ranges could sample (categorical ones never are:
+    `valid_choices` fixes them). Checked at the ranges' ends, the other parameters as given."""
+    problems = []
+    for candidate in space.candidates:
+        entry = get_entry(candidate.config.name)
+        numeric = [d for d in candidate.dims if d.kind in ("float", "int")]
+        if entry.constraints is None or not numeric:
+            continue
+        base = entry.defaults() | dict(candidate.config.params)
+        for corner in itertools.product(*((d.low, d.high) for d in numeric)):
+            values = dict(zip((d.name for d in numeric), corner, strict=True))
+            refused = entry.constraints(base | values)
+            if refused:
+                sample = ", ".join(f"{k}={v:g}" for k, v in values.items())
+                problems.append(
+                    f"sweep.params.{candidate.config.name}: the search can sample {sample}, which "
+                    f"{candidate.config.name} refuses ({refused[0]}); narrow the ranges"
+                )
+                break
+    return problems
 
 
 class DefineByRun:
@@ -285,16 +308,16 @@ def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | Non
     candidate = next(c for c in space.candidates if c.name == name)
     params = dict(candidate.config.params) | dict(config.get(name) or {})
     base = candidate.config.base
-    base_spec = None if base is None else LossSpec(base.name, dict(base.params))
-    loss = LossSpec(candidate.config.name, params, base_spec, negatives=candidate.negatives)
+    base_spec = None if base is None else LossSpec(name=base.name, params=dict(base.params))
+    loss = LossSpec(name=candidate.config.name, params=params, base=base_spec, negatives=candidate.negatives)
     mining = config.get("negatives") or {}
     if mining:
-        spec = spec.replace(negatives=dataclasses.replace(spec.negatives, **mining))
+        spec = spec.replace(negatives=spec.negatives.replace(**mining))
     shared = dict(config.get("shared") or {})
     dims = shared.pop("matryoshka_dims", spec.matryoshka_dims)
     training = spec.training
     changes = {k: shared[k] for k in ("learning_rate", "batch_size", "warmup_ratio", "weight_decay") if k in shared}
     if seed is not None:
         changes["seed"] = seed
-    training = type(training)(**{**training.__dict__, **changes})
+    training = training.replace(**changes)
     return spec.replace(loss=loss, training=training, matryoshka_dims=tuple(dims) if dims else None, sweep=None)

@@ -1,83 +1,220 @@
-"""Experiment specs (version 1): the schema, safe YAML loading, and validation before anything runs.
+"""Experiment specs (version 1): pydantic models, safe YAML loading, every error found in one pass.
 
 A spec is data: model, data, loss, budget, seed, resources, tracking, and (for sweeps) the search.
-`load_spec` parses it with `yaml.safe_load` (no tags, no code) and `validate` collects every error at
-once, each naming its field path, the bad value, what is allowed and the fix.
+`load_spec` parses it with `yaml.safe_load` (no tags, no code); the models forbid unknown keys and
+check each section's values; checks that relate sections (the batch size and the workers, the sweep
+metric and the eval sets) run even when another section is broken, so one pass reports every error,
+each naming its field path, the bad value, what is allowed and the fix. `lossweep schema` prints the
+JSON Schema these models define (a copy ships as `experiments/spec.schema.json`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from lossweep.losses import LOSSES, LossConfig, config_errors
 
-from .schema import Problems, parse, to_data
+from .metrics import metric_names
 
 SPEC_VERSION = 1
 NEGATIVES_SUFFIX = " + mined negatives"  # the name of a loss that opted in to mined negatives
+MLFLOW_NAME = re.compile(r"^[/\w.\- :]*$")  # what MLflow accepts in metric and param names
 
 
-@dataclass(frozen=True)
-class DataRef:
-    """A dataset: `path` (relative to data_dir, or absolute) or `hub` (a Hugging Face dataset id)."""
-
-    path: str | None = None
-    hub: str | None = None
-    subset: str | None = None
-    split: str = "train"
-    view: str | None = None
-    limit: int | None = None
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
 
 
-@dataclass(frozen=True)
-class Holdout:
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_no_bool)]  # lax: YAML 1.1 reads 2e-5 as a string
+Bool = Annotated[bool, Strict()]
+
+
+def _bound(ok: Callable[[Any], bool], message: str) -> AfterValidator:
+    """A field check: `message` (with {value}) when `ok(value)` is false; None always passes."""
+
+    def check(value: Any) -> Any:
+        if value is not None and not ok(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _sizes(value: tuple[int, ...]) -> bool:
+    return bool(value) and all(size >= 1 for size in value)
+
+
+Positive = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be >= 1")]
+Sizes = Annotated[tuple[Int, ...], _bound(_sizes, "{value} must be a non-empty list of positive sizes")]
+
+
+class _Broken:
+    """A field that failed its own check, in a spec read leniently: any use of it raises TypeError,
+    so a check that needs it is skipped (the field's own error is reported instead)."""
+
+    def _refuse(self, *args: Any) -> Any:
+        raise TypeError("a broken field")
+
+    __getattr__ = __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
+    __iter__ = __len__ = __contains__ = __mod__ = __rmod__ = __hash__ = _refuse
+
+
+BROKEN = _Broken()
+
+
+def _given(value: Any) -> bool:
+    """Whether an optional field is set (a broken one is neither set nor unset: TypeError)."""
+    if value is BROKEN:
+        raise TypeError("a broken field")
+    return value is not None
+
+
+def _each(checks: list[Callable[[], list]], lenient: bool) -> list:
+    """The problems each check finds; `lenient`: a check that needs a broken field is skipped."""
+    found = []
+    for check in checks:
+        try:
+            found += check()
+        except (AttributeError, TypeError, IndexError):
+            if not lenient:
+                raise
+    return found
+
+
+class SectionProblems(ValueError):
+    """A section's values that are wrong together: (field, message) pairs, reported with their paths."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"{field}: {message}" if field else message for field, message in items))
+
+
+class _Section(BaseModel):
+    """A part of a spec: frozen, unknown keys refused. Each field checks its own value; `problems()`
+    lists what is wrong between fields, as (field, message) pairs ('' for the section itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        return []
+
+    @model_validator(mode="after")
+    def _checked(self):
+        found = self.problems()
+        if found:
+            raise SectionProblems(found)
+        return self
+
+    def replace(self, **changes: Any):
+        """A copy with `changes` (values already of the right types)."""
+        return self.model_copy(update=changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Holdout(_Section):
     """A validation set carved from the training data: `size` training queries (retrieval) or rows
     (sts, triplet), drawn with `seed`; their training pairs are removed from training."""
 
-    size: int
-    seed: int = 0
+    size: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive number of queries (or rows)")] = Field(
+        description="held-out queries (retrieval) or rows (sts, triplet)"
+    )
+    seed: Int = 0
 
 
-@dataclass(frozen=True)
-class EvalRef:
+Limit = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive row count, or null for all rows")]
+
+
+class DataRef(_Section):
+    """Training data: `path` (relative to data_dir, or absolute) or `hub` (a Hugging Face dataset id)."""
+
+    path: str | None = Field(None, description="a folder or file, relative to data_dir, or absolute")
+    hub: str | None = Field(None, description="a Hugging Face dataset id")
+    subset: str | None = None
+    split: str = "train"
+    view: str | None = Field(None, description="the layout built from a folder, e.g. pairs, triplets, top-pairs")
+    limit: Limit | None = Field(None, description="keep the first rows only")
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        if (self.path is None) == (self.hub is None):
+            return [("", "set exactly one of path (a local folder or file) or hub (a Hugging Face dataset id)")]
+        return []
+
+
+class EvalRef(_Section):
     """An evaluation set: retrieval (a BEIR folder), sts (scored pairs) or triplet (anchor, pos, neg).
 
     It comes from `path` or `hub`, or is carved `from_train` when the data has no validation split.
     """
 
     type: Literal["retrieval", "sts", "triplet"]
-    path: str | None = None
-    hub: str | None = None
+    path: str | None = Field(None, description="a folder or file, relative to data_dir, or absolute")
+    hub: str | None = Field(None, description="a Hugging Face dataset id (MTEB layout for retrieval)")
     from_train: Holdout | None = None
     subset: str | None = None
     split: str = "test"
     view: str | None = None
-    limit: int | None = None
-    name: str | None = None
+    limit: Limit | None = None
+    name: (
+        Annotated[
+            str,
+            _bound(
+                lambda v: bool(MLFLOW_NAME.match(v)),
+                "{value!r} cannot name MLflow metrics (eval/<name>/...): use letters, digits and _ - . : / or spaces",
+            ),
+        ]
+        | None
+    ) = Field(None, description="the metric namespace, eval/<name>/...; default: the folder's name")
 
     @property
     def label(self) -> str:
         """The metric namespace: `eval/<label>/...`."""
         return self.name or Path(self.path or self.hub or "validation").name
 
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        found = []
+        if (self.path is not None) + (self.hub is not None) + (self.from_train is not None) != 1:
+            found.append(("", "set exactly one of path, hub, or from_train (a validation set carved from training)"))
+        if self.name is None and not MLFLOW_NAME.match(self.label):
+            found.append(("name", f"the folder name {self.label!r} cannot name MLflow metrics; set a name"))
+        return found
 
-@dataclass(frozen=True)
-class LossSpec:
+
+class LossSpec(_Section):
     """A loss by name with its parameters. `negatives`: train on mined hard negatives (true), on the
     pairs (false), or automatically (null: mined negatives only for a loss that cannot take pairs)."""
 
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    base: LossSpec | None = None
-    negatives: bool | None = None
+    name: str = Field(description="a loss of `lossweep losses`")
+    params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, by name")
+    base: LossSpec | None = Field(None, description="the wrapped loss of a modifier (MatryoshkaLoss...)")
+    negatives: Bool | None = None
 
     def config(self) -> LossConfig:
         return LossConfig(self.name, dict(self.params), None if self.base is None else self.base.config())
@@ -87,121 +224,234 @@ class LossSpec:
         """The loss that takes the data (a modifier's base)."""
         return self.base.leaf if self.base is not None else self.name
 
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        return [tuple(problem.split(": ", 1)) for problem in config_errors(self.config(), path="")]
 
-@dataclass(frozen=True)
-class NegativesSpec:
+
+class NegativesSpec(_Section):
     """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
     `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
 
-    model: str | None = None
-    num_negatives: int = 1
-    range_min: int = 0
-    range_max: int | None = None
-    max_score: float | None = None
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
+    model: str | None = Field(None, description="the mining model; default: the spec's model")
+    num_negatives: Positive = 1
+    range_min: Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0
+    range_max: Positive | None = None
+    max_score: Float | None = None
+    absolute_margin: Float | None = None
+    relative_margin: Float | None = None
     sampling_strategy: Literal["top", "random"] = "top"
-    shape: Literal["auto", "n-tuple", "triplets", "labeled-pairs"] = "auto"
-    seed: int = 0
-    batch_size: int = 64
+    shape: Literal["auto", "n-tuple", "triplets", "labeled-pairs"] = Field(
+        "auto", description="auto: each loss gets the shape it takes"
+    )
+    seed: Int = 0
+    batch_size: Positive = 64
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        if self.range_max is not None and self.range_min >= self.range_max:
+            return [("range_min", f"{self.range_min} >= range_max {self.range_max}; range_min must be the smaller")]
+        if self.range_max is not None and self.num_negatives > self.range_max - self.range_min:
+            return [
+                (
+                    "num_negatives",
+                    f"{self.num_negatives} per anchor, but only {self.range_max - self.range_min} candidates "
+                    f"rank between range_min {self.range_min} and range_max {self.range_max}; raise range_max or "
+                    "ask for fewer",
+                )
+            ]
+        return []
 
 
-@dataclass(frozen=True)
-class TrainingSpec:
-    batch_size: int = 32
-    steps: int | None = None
-    epochs: float | None = None
-    learning_rate: float = 2e-5
+Steps = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive number of optimizer steps")]
+Memory = Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no budget")]
+
+
+class TrainingSpec(_Section):
+    batch_size: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive global batch size")] = Field(
+        32, description="the global batch: every worker takes an equal share"
+    )
+    steps: Steps | None = None
+    epochs: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] | None = None
+    learning_rate: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] = 2e-5
     scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "linear"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
+    warmup_ratio: Annotated[Float, _bound(lambda v: 0 <= v < 1, "{value} must be in [0, 1)")] = 0.1
+    weight_decay: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0.01
+    max_grad_norm: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no clipping")] | None = (
+        1.0
+    )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    seed: int = 42
-    log_every_steps: int = 10
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd: an update linear in the gradient")
+    seed: Int = 42
+    log_every_steps: Positive = 10
 
 
-@dataclass(frozen=True)
-class EvaluationSpec:
-    every_steps: int = 0
-    at_start: bool = True
-    batch_size: int = 32
-    dims: tuple[int, ...] | None = None
-    distributed: bool = True
-    sets: tuple[str, ...] | None = None  # the eval sets this run scores, by name; null: all
+class EvaluationSpec(_Section):
+    every_steps: Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0 (0: evaluate at the end only)")] = Field(
+        0, description="evaluate every N steps (0: at the end only)"
+    )
+    at_start: Bool = True
+    batch_size: Positive = 32
+    dims: Sizes | None = Field(None, description="embedding sizes to score (Matryoshka truncation)")
+    distributed: Bool = True
+    sets: tuple[str, ...] | None = Field(None, description="the eval sets this run scores, by name; null: all")
 
 
-@dataclass(frozen=True)
-class ResourcesSpec:
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 1
-    memory_per_worker_gb: float | None = None
+class ResourcesSpec(_Section):
+    workers: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be at least 1")] = 1
+    cpus_per_worker: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] = 1.0
+    gpus_per_worker: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0.0
+    max_failures: Annotated[
+        Int, _bound(lambda v: v >= -1, "{value}: use -1 (retry forever), 0 or a positive count")
+    ] = Field(1, description="worker-group restarts per trial (-1: forever)")
+    memory_per_worker_gb: Memory | None = None
 
 
-@dataclass(frozen=True)
-class MLflowSpec:
+class MLflowSpec(_Section):
     tracking_uri: str | None = None
     experiment: str = "lossweep"
 
 
-@dataclass(frozen=True)
-class ParamRange:
+class ParamRange(_Section):
     """A search range: `low`/`high` (with `log`) for numbers, or `choices`."""
 
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
+    low: Float | None = None
+    high: Float | None = None
+    log: Bool = False
     choices: tuple[Any, ...] | None = None
 
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                return [("", "give either choices or low/high, not both")]
+            return [] if self.choices else [("choices", "must list at least one value")]
+        if self.low is None or self.high is None:
+            return [("", "a range needs low and high (or choices)")]
+        if self.low > self.high:
+            return [("", f"low={self.low} > high={self.high}; swap them")]
+        if self.log and self.low <= 0:
+            return [("low", f"{self.low}: a log range needs low > 0")]
+        return []
 
-@dataclass(frozen=True)
-class SweepSpec:
+
+SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay")
+MINING_SEARCH = (
+    "num_negatives",
+    "range_min",
+    "range_max",
+    "max_score",
+    "absolute_margin",
+    "relative_margin",
+    "sampling_strategy",
+)
+# The tags of the discriminated unions below, which pydantic puts in error locations.
+UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec"}
+LossItem = Annotated[
+    Annotated[str, Tag("loss-name")] | Annotated[LossSpec, Tag("loss-spec")],
+    Discriminator(lambda v: "loss-name" if isinstance(v, str) else "loss-spec"),
+]
+Losses = Annotated[
+    Annotated[Literal["all"], Tag("all-losses")] | Annotated[tuple[LossItem, ...], Tag("loss-list")],
+    Discriminator(lambda v: "all-losses" if isinstance(v, str) else "loss-list"),
+]
+
+
+class SweepSpec(_Section):
     mode: Literal["search", "compare"] = "search"
-    select_on: str | None = None  # the eval set that drives the search; default: the first
-    losses: Literal["all"] | tuple[str | LossSpec, ...] = "all"
-    params: dict[str, dict[str, ParamRange]] = field(default_factory=dict)
-    shared: dict[str, ParamRange] = field(default_factory=dict)
-    trials: int = 8
-    seeds: int = 3
-    max_concurrent: int = 1
-    metric: str | None = None
+    select_on: str | None = Field(None, description="the eval set that drives the search; default: the first")
+    losses: Losses = Field("all", description="all losses that fit the data, or a list of names or loss specs")
+    params: dict[str, dict[str, ParamRange]] = Field(default_factory=dict, description="per loss: param -> range")
+    shared: dict[str, ParamRange] = Field(default_factory=dict, description=f"ranges of {', '.join(SHARED_SEARCH)}")
+    trials: Positive = 8
+    seeds: Positive = Field(3, description="compare: fresh-seed re-trainings of each loss's chosen configuration")
+    max_concurrent: Positive = 1
+    metric: str | None = Field(None, description="the selection metric; default: the selection set's headline")
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: Literal["asha", "none"] = "asha"
-    grace_steps: int | None = None
-    reduction_factor: int = 2
-    seed: int = 0
-    negatives: dict[str, ParamRange] = field(default_factory=dict)  # mining knobs searched (choices)
+    grace_steps: Positive | None = None
+    reduction_factor: Annotated[Int, _bound(lambda v: v >= 2, "{value} must be >= 2")] = 2
+    seed: Int = 0
+    negatives: dict[str, ParamRange] = Field(default_factory=dict, description="mining knobs searched, over choices")
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        return _each([self._seeds, self._params, self._shared, self._mining], lenient)
+
+    def _seeds(self) -> list[tuple[str, str]]:
+        if self.mode == "compare" and self.seeds < 3:
+            noise = "to measure training noise"
+            return [("seeds", f"{self.seeds}: compare mode needs at least 3 seeds per loss {noise}")]
+        return []
+
+    def _params(self) -> list[tuple[str, str]]:
+        found, names = [], self.loss_names()
+        for loss, ranges in self.params.items():
+            if loss not in LOSSES:
+                found.append((f"params.{loss}", "not a loss of the catalogue (run `lossweep losses`)"))
+                continue
+            if names and loss not in names:
+                found.append((f"params.{loss}", f"{loss} is not among sweep.losses {names}"))
+            known = {p.name for p in LOSSES[loss].params}
+            for param in ranges:
+                if param not in known:
+                    valid = sorted(known)
+                    found.append((f"params.{loss}.{param}", f"{loss} has no parameter {param!r}; valid: {valid}"))
+        return found
+
+    def _shared(self) -> list[tuple[str, str]]:
+        return [
+            (f"shared.{param}", f"cannot be searched; shared parameters are {list(SHARED_SEARCH)}")
+            for param in self.shared
+            if param not in SHARED_SEARCH
+        ]
+
+    def _mining(self) -> list[tuple[str, str]]:
+        found = []
+        for knob, rng in self.negatives.items():
+            if knob not in MINING_SEARCH:
+                found.append((f"negatives.{knob}", f"cannot be searched; mining knobs are {list(MINING_SEARCH)}"))
+            elif rng.choices is None:
+                found.append(
+                    (
+                        f"negatives.{knob}",
+                        "mining knobs are searched over choices (each distinct mining config is mined once, before "
+                        "the trials), e.g. {choices: [0.0, 0.05]}",
+                    )
+                )
+        return found
+
+    def loss_names(self) -> list[str]:
+        """The losses listed (empty for `all`)."""
+        if self.losses == "all":
+            return []
+        return [item if isinstance(item, str) else item.name for item in self.losses]
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
+class Spec(_Section):
+    """An experiment: one trial (`lossweep train`) or, with a `sweep` section, a search or a compare."""
+
+    name: str = Field(description="the experiment's name: the sweep's MLflow parent run, its output folder")
     train: DataRef
     loss: LossSpec
-    version: int = SPEC_VERSION
+    version: Int = SPEC_VERSION
     description: str | None = None
-    data_dir: str | None = None
-    model: str = "minilm"
-    max_seq_length: int | None = None
-    teacher: str | None = None
+    data_dir: str | None = Field(None, description="where data paths start; default $LOSSWEEP_DATA_DIR")
+    model: str = Field("minilm", description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
+    max_seq_length: Int | None = None
+    teacher: str | None = Field(None, description="a model whose scores or embeddings distillation losses learn")
     negatives: NegativesSpec | None = None
     eval: tuple[EvalRef, ...] = ()
-    matryoshka_dims: tuple[int, ...] | None = None
-    training: TrainingSpec = field(default_factory=TrainingSpec)
-    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    mlflow: MLflowSpec = field(default_factory=MLflowSpec)
-    output_dir: str = "lossweep-runs"
+    matryoshka_dims: Sizes | None = Field(None, description="wrap the loss in MatryoshkaLoss at these dims")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
+    output_dir: str = Field("lossweep-runs", description="checkpoints, sweep state and mined negatives")
     sweep: SweepSpec | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_data(self)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"title": "lossweep experiment spec (version 1)"}
+    )
 
-    def replace(self, **changes: Any) -> Spec:
-        return dataclasses.replace(self, **changes)
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        return [tuple(problem.split(": ", 1)) for problem in relation_problems(self)]
 
     def loss_config(self) -> LossConfig:
         """The loss to build: the spec's loss, wrapped in MatryoshkaLoss when `matryoshka_dims` is set."""
@@ -209,6 +459,10 @@ class Spec:
         if self.matryoshka_dims:
             return LossConfig("MatryoshkaLoss", {"matryoshka_dims": list(self.matryoshka_dims)}, config)
         return config
+
+    def loss_label(self) -> str:
+        """The loss as leaderboards and MLflow name it; a loss that opted in to mined negatives says so."""
+        return self.loss_config().label() + (NEGATIVES_SUFFIX if self.loss.negatives else "")
 
     def selection_set(self) -> EvalRef:
         """The eval set that drives search and selection: `sweep.select_on`, else the first."""
@@ -221,6 +475,10 @@ class Spec:
         selection = self.selection_set().label
         return tuple(ref for ref in self.eval if ref.label != selection)
 
+    def holdout(self) -> EvalRef | None:
+        """The eval set carved from the training data, if any."""
+        return next((ref for ref in self.eval if ref.from_train is not None), None)
+
     def mining_variants(self) -> list[Spec]:
         """The spec once per distinct mining config a sweep may pick (its searched knobs' choices)."""
         searched = self.sweep.negatives if self.sweep and self.negatives else {}
@@ -228,27 +486,164 @@ class Spec:
             return [self]
         names = list(searched)
         return [
-            self.replace(negatives=dataclasses.replace(self.negatives, **dict(zip(names, values, strict=True))))
+            self.replace(negatives=self.negatives.replace(**dict(zip(names, values, strict=True))))
             for values in itertools.product(*(searched[n].choices or () for n in names))
         ]
-
-    def loss_label(self) -> str:
-        """The loss as leaderboards and MLflow name it; a loss that opted in to mined negatives says so."""
-        return self.loss_config().label() + (NEGATIVES_SUFFIX if self.loss.negatives else "")
-
-    def holdout(self) -> EvalRef | None:
-        """The eval set carved from the training data, if any."""
-        return next((ref for ref in self.eval if ref.from_train is not None), None)
 
     def hash(self) -> str:
         """A stable hash of the resolved spec (MLflow tag `lossweep.spec_hash`)."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# --- Checks that relate sections ---------------------------------------------------------------------------
+
+
+def relation_problems(spec: Spec, lenient: bool = False) -> list[str]:
+    """What no section can see alone: the batch and the workers, the loss and the data steps, the
+    sweep and the eval sets, one small check each. `lenient`: the spec has broken sections (None);
+    a check that needs one is skipped (its section's own error is reported)."""
+    checks = RELATIONS + (SWEEP_RELATIONS if spec.sweep is not None and spec.sweep is not BROKEN else [])
+    return _each([partial(check, spec) for check in checks], lenient)
+
+
+def _version(spec: Spec) -> list[str]:
+    if spec.version != SPEC_VERSION:
+        return [f"version: {spec.version} is not supported; this lossweep reads version {SPEC_VERSION}"]
+    return []
+
+
+def _steps_or_epochs(spec: Spec) -> list[str]:
+    t = spec.training
+    return ["training: set exactly one of steps or epochs"] if _given(t.steps) == _given(t.epochs) else []
+
+
+def _batch_and_workers(spec: Spec) -> list[str]:
+    size, workers = spec.training.batch_size, spec.resources.workers
+    if size < 1 or not size % workers:
+        return []
+    near = max(workers, round(size / workers) * workers)
+    return [
+        f"training.batch_size: {size} is not divisible by resources.workers={workers}: each worker takes an "
+        f"equal share of the global batch; use a multiple of {workers}, e.g. {near}"
+    ]
+
+
+def _precision_and_gpus(spec: Spec) -> list[str]:
+    if spec.training.precision == "fp16" and spec.resources.gpus_per_worker <= 0:
+        return ["training.precision: fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32"]
+    return []
+
+
+def _loss_and_data_steps(spec: Spec) -> list[str]:
+    found, loss = [], spec.loss
+    if spec.matryoshka_dims and loss.name in ("MatryoshkaLoss", "Matryoshka2dLoss"):
+        found.append(f"matryoshka_dims: the loss is already {loss.name}; set its dims in loss.params instead")
+    if loss.negatives and spec.negatives is None:
+        found.append("loss.negatives: true needs mined negatives: add a negatives section (e.g. `negatives: {}`)")
+    return found
+
+
+def _eval_sets(spec: Spec) -> list[str]:
+    found = []
+    labels = [ref.label for ref in spec.eval]
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        found.append(f"eval: two evaluation sets are named {label!r}; give them distinct `name`s")
+    carved = [i for i, ref in enumerate(spec.eval) if ref.from_train is not None]
+    if len(carved) > 1:
+        found.append(f"eval[{carved[1]}].from_train: only one evaluation set can be carved from the training data")
+    for name in sorted(set(spec.evaluation.sets if _given(spec.evaluation.sets) else ()) - set(labels)):
+        found.append(f"evaluation.sets: {name!r} is not an eval set; eval sets are {labels}")
+    return found
+
+
+RELATIONS = [_version, _steps_or_epochs, _batch_and_workers, _precision_and_gpus, _loss_and_data_steps, _eval_sets]
+
+
+def _sweep_budget(spec: Spec) -> list[str]:
+    found = []
+    if not spec.eval:
+        found.append("eval: a sweep needs at least one evaluation set to rank trials")
+    if not _given(spec.training.steps):
+        found.append("training.epochs: sweeps compare trials on a fixed budget; set training.steps instead")
+    if spec.sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
+        found.append("evaluation.every_steps: ASHA stops trials at intermediate evaluations; set every_steps > 0")
+    return found
+
+
+def _selection(spec: Spec) -> list[str]:
+    sweep, labels = spec.sweep, [ref.label for ref in spec.eval]
+    if _given(sweep.select_on) and sweep.select_on not in labels:
+        return [f"sweep.select_on: {sweep.select_on!r} is not an eval set; eval sets are {labels}"]
+    if not spec.eval or sweep.mode != "compare" or spec.verdict_sets():
+        return []
+    name = spec.selection_set().label
+    return [
+        f"sweep.select_on: compare mode would judge the losses on {name!r}, the set that chose their "
+        "configurations: that inflates every winner, most of all the losses with more hyperparameters. Add a "
+        f"validation set and select on it, e.g. `- {{type: retrieval, from_train: {{size: 30}}, name: {name}-val}}` "
+        f"in eval and `select_on: {name}-val` in sweep, keeping {name!r} for the verdict"
+    ]
+
+
+def _metric(spec: Spec) -> list[str]:
+    metric = spec.sweep.metric
+    if not metric or not spec.eval:
+        return []
+    selection = spec.selection_set()
+    produced = metric_names(selection.type, selection.label, spec.evaluation.dims or spec.matryoshka_dims)
+    full_size = re.sub(r"/dim_\d+$", "", metric)  # a suffix naming the model's own size is checked with the model
+    if metric in produced or (full_size != metric and full_size in produced):
+        return []
+    close = difflib.get_close_matches(metric, produced, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(produced[:8]) + (", ..." if len(produced) > 8 else "")
+    return [
+        f"sweep.metric: {metric!r} is not a metric of the selection set {selection.label!r}; {hint}it produces {listed}"
+    ]
+
+
+def _sweep_losses(spec: Spec) -> list[str]:
+    found, sweep = [], spec.sweep
+    for i, item in enumerate(() if sweep.losses == "all" else sweep.losses):
+        if isinstance(item, str):
+            found += config_errors(LossConfig(item), f"sweep.losses[{i}]")
+        elif item.negatives and spec.negatives is None:
+            found.append(f"sweep.losses[{i}].negatives: true needs mined negatives: add a negatives section")
+    if spec.negatives is None:
+        found += [
+            f"sweep.negatives.{knob}: searches a mining knob, but the spec mines nothing: add a negatives section"
+            for knob in sweep.negatives
+        ]
+    return found
+
+
+def _searched_batch(spec: Spec) -> list[str]:
+    batch, workers = spec.sweep.shared.get("batch_size"), spec.resources.workers
+    if batch is None:
+        return []
+    if batch.choices:
+        bad = [b for b in batch.choices if not isinstance(b, int) or isinstance(b, bool) or b % workers]
+        return [f"sweep.shared.batch_size.choices: {bad} not divisible by resources.workers={workers}"] if bad else []
+    if workers > 1 and batch.low % workers:
+        suggested = workers * max(1, round(batch.low / workers))
+        return [
+            f"sweep.shared.batch_size.low: {batch.low:g} is not a multiple of resources.workers={workers}; batch "
+            f"sizes are drawn from low in steps of {workers}, so low must be one (e.g. {suggested})"
+        ]
+    return []
+
+
+SWEEP_RELATIONS = [_sweep_budget, _selection, _metric, _sweep_losses, _searched_batch]
+
+
+# --- Reading specs -------------------------------------------------------------------------------------------
+
+
 class SpecError(ValueError):
     """An invalid spec; `problems` holds one 'field.path: message' per error."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
+        problems = list(dict.fromkeys(problems))  # the same problem found twice is reported once
         self.source, self.problems = source, problems
         count = f"{len(problems)} error{'s' if len(problems) != 1 else ''}"
         super().__init__(f"{source}: {count}\n" + "\n".join(f"  {p}" for p in problems))
@@ -268,218 +663,131 @@ def read_yaml(path: Path | str) -> Any:
 
 
 def parse_spec(data: Any, source: str = "spec") -> Spec:
-    """Structure only: fields, types, unknown keys. Raises SpecError listing every problem."""
-    problems = Problems()
+    """A spec from plain data (parsed YAML); raises SpecError listing every problem."""
     if not isinstance(data, dict):
         raise SpecError(
             source, [f"a spec is a YAML mapping of fields (name, train, loss, ...), got {type(data).__name__}"]
         )
-    spec = parse(Spec, data, "", problems)
-    if problems or spec is None:
-        raise SpecError(source, problems.items or ["could not be read"])
-    return spec
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        problems = [p for e in error.errors() for p in _describe(e)]
+        _, unchecked = _lenient(Spec, data, [])  # the checks the broken parts kept from running
+        raise SpecError(source, problems + unchecked) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file, for editors (`# yaml-language-server: $schema=...`) and CI."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
 
 
 def load_spec(path: Path | str) -> Spec:
-    """Read and structurally parse a spec file (use `validate` for the full check)."""
+    """Read and check a spec file (data and models are checked by `inputs.validate`)."""
     return parse_spec(read_yaml(path), str(path))
 
 
-def check_values(spec: Spec) -> list[str]:
-    """Every problem visible without touching data or models: numbers, names, the loss, the search."""
-    problems = Problems()
-    if spec.version != SPEC_VERSION:
-        problems.add("version", f"{spec.version} is not supported; this lossweep reads version {SPEC_VERSION}")
-    t, r, e = spec.training, spec.resources, spec.evaluation
-    if r.workers < 1:
-        problems.add("resources.workers", f"{r.workers} must be at least 1")
-    if r.cpus_per_worker <= 0:
-        problems.add("resources.cpus_per_worker", f"{r.cpus_per_worker} must be > 0")
-    if r.gpus_per_worker < 0:
-        problems.add("resources.gpus_per_worker", f"{r.gpus_per_worker} must be >= 0")
-    if r.memory_per_worker_gb is not None and r.memory_per_worker_gb <= 0:
-        problems.add("resources.memory_per_worker_gb", f"{r.memory_per_worker_gb} must be > 0, or null for no budget")
-    if r.max_failures < -1:
-        problems.add("resources.max_failures", f"{r.max_failures}: use -1 (retry forever), 0 or a positive count")
-    if t.batch_size < 1:
-        problems.add("training.batch_size", f"{t.batch_size} must be a positive global batch size")
-    elif r.workers >= 1 and t.batch_size % r.workers:
-        near = max(r.workers, round(t.batch_size / r.workers) * r.workers)
-        problems.add(
-            "training.batch_size",
-            f"{t.batch_size} is not divisible by resources.workers={r.workers}: each worker takes an equal share "
-            f"of the global batch; use a multiple of {r.workers}, e.g. {near}",
-        )
-    if (t.steps is None) == (t.epochs is None):
-        problems.add("training", "set exactly one of steps or epochs")
-    if t.steps is not None and t.steps < 1:
-        problems.add("training.steps", f"{t.steps} must be a positive number of optimizer steps")
-    if t.epochs is not None and t.epochs <= 0:
-        problems.add("training.epochs", f"{t.epochs} must be > 0")
-    if t.learning_rate <= 0:
-        problems.add("training.learning_rate", f"{t.learning_rate} must be > 0")
-    if not 0 <= t.warmup_ratio < 1:
-        problems.add("training.warmup_ratio", f"{t.warmup_ratio} must be in [0, 1)")
-    if t.weight_decay < 0:
-        problems.add("training.weight_decay", f"{t.weight_decay} must be >= 0")
-    if t.max_grad_norm is not None and t.max_grad_norm <= 0:
-        problems.add("training.max_grad_norm", f"{t.max_grad_norm} must be > 0, or null for no clipping")
-    if t.precision == "fp16" and r.gpus_per_worker <= 0:
-        problems.add("training.precision", "fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32")
-    if t.log_every_steps < 1:
-        problems.add("training.log_every_steps", f"{t.log_every_steps} must be >= 1")
-    if e.every_steps < 0:
-        problems.add("evaluation.every_steps", f"{e.every_steps} must be >= 0 (0: evaluate at the end only)")
-    if e.batch_size < 1:
-        problems.add("evaluation.batch_size", f"{e.batch_size} must be >= 1")
-    for name, dims in (("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", e.dims)):
-        if dims is not None and (not dims or any(d < 1 for d in dims)):
-            problems.add(name, f"{list(dims)} must be a non-empty list of positive sizes")
-    if spec.matryoshka_dims and spec.loss.name in ("MatryoshkaLoss", "Matryoshka2dLoss"):
-        problems.add("matryoshka_dims", f"the loss is already {spec.loss.name}; set its dims in loss.params instead")
-    for i, ref in enumerate(spec.eval):
-        _check_ref(ref, f"eval[{i}]", problems)
-    _check_ref(spec.train, "train", problems)
-    labels = [ref.label for ref in spec.eval]
-    for label in {x for x in labels if labels.count(x) > 1}:
-        problems.add("eval", f"two evaluation sets are named {label!r}; give them distinct `name`s")
-    carved = [i for i, ref in enumerate(spec.eval) if ref.from_train is not None]
-    if len(carved) > 1:
-        problems.add(f"eval[{carved[1]}].from_train", "only one evaluation set can be carved from the training data")
-    if e.sets is not None:
-        for name in set(e.sets) - set(labels):
-            problems.add("evaluation.sets", f"{name!r} is not an eval set; eval sets are {labels}")
-    for problem in config_errors(spec.loss.config()):
-        problems.items.append(problem)
-    if spec.loss.negatives and spec.negatives is None:
-        problems.add("loss.negatives", "true needs mined negatives: add a negatives section (e.g. `negatives: {}`)")
-    if spec.sweep is not None:
-        _check_sweep(spec.sweep, spec, problems)
-    return problems.items
+def _lenient(cls: type[_Section], data: Any, loc: list) -> tuple[_Section | None, list[str]]:
+    """`data` as a `cls` whose broken fields are left None, and what its checks find in the rest.
 
-
-def _check_ref(ref: DataRef | EvalRef, path: str, problems: Problems) -> None:
-    carved = getattr(ref, "from_train", None)
-    if sum(x is not None for x in (ref.path, ref.hub, carved)) != 1:
-        options = "path (a local folder or file) or hub (a Hugging Face dataset id)"
-        if isinstance(ref, EvalRef):
-            options = "path, hub, or from_train (a validation set carved from the training data)"
-        problems.add(path, f"set exactly one of {options}")
-    if carved is not None and carved.size < 1:
-        problems.add(f"{path}.from_train.size", f"{carved.size} must be a positive number of queries (or rows)")
-    if ref.limit is not None and ref.limit < 1:
-        problems.add(f"{path}.limit", f"{ref.limit} must be a positive row count, or null for all rows")
-
-
-def _check_range(rng: ParamRange, path: str, problems: Problems) -> None:
-    if rng.choices is not None:
-        if rng.low is not None or rng.high is not None:
-            problems.add(path, "give either choices or low/high, not both")
-        elif not rng.choices:
-            problems.add(f"{path}.choices", "must list at least one value")
-        return
-    if rng.low is None or rng.high is None:
-        problems.add(path, "a range needs low and high (or choices)")
-    elif rng.low > rng.high:
-        problems.add(path, f"low={rng.low} > high={rng.high}; swap them")
-    elif rng.log and rng.low <= 0:
-        problems.add(f"{path}.low", f"{rng.low}: a log range needs low > 0")
-
-
-SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay")
-MINING_SEARCH = (
-    "num_negatives",
-    "range_min",
-    "range_max",
-    "max_score",
-    "absolute_margin",
-    "relative_margin",
-    "sampling_strategy",
-)
-
-
-def _check_sweep(sweep: SweepSpec, spec: Spec, problems: Problems) -> None:
-    if not spec.eval:
-        problems.add("eval", "a sweep needs at least one evaluation set to rank trials")
-    if spec.training.steps is None:
-        problems.add("training.epochs", "sweeps compare trials on a fixed budget; set training.steps instead")
-    if sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
-        problems.add("evaluation.every_steps", "ASHA stops trials at intermediate evaluations; set every_steps > 0")
-    labels = [ref.label for ref in spec.eval]
-    if sweep.select_on is not None and sweep.select_on not in labels:
-        problems.add("sweep.select_on", f"{sweep.select_on!r} is not an eval set; eval sets are {labels}")
-    elif spec.eval:
-        selection = spec.selection_set().label
-        if sweep.metric and not sweep.metric.startswith(f"eval/{selection}/"):
-            problems.add(
-                "sweep.metric",
-                f"{sweep.metric!r} is not a metric of the selection set {selection!r}; "
-                f"names start eval/{selection}/ (the set in sweep.select_on drives the search)",
-            )
-        if sweep.mode == "compare" and not spec.verdict_sets():
-            problems.add(
-                "sweep.select_on",
-                f"compare mode would judge the losses on {selection!r}, the set that chose their "
-                "configurations: that inflates every winner, most of all the losses with more "
-                "hyperparameters. Add a validation set and select on it, e.g. "
-                f"`- {{type: retrieval, from_train: {{size: 30}}, name: {selection}-val}}` in eval and "
-                f"`select_on: {selection}-val` in sweep, keeping {selection!r} for the verdict",
-            )
-    if sweep.mode == "compare" and sweep.seeds < 3:
-        problems.add(
-            "sweep.seeds",
-            f"{sweep.seeds}: compare mode needs at least 3 seeds per loss to measure training noise",
-        )
-    names = []
-    if sweep.losses != "all":
-        for i, item in enumerate(sweep.losses):
-            config = LossConfig(item) if isinstance(item, str) else item.config()
-            names.append(config.name)
-            problems.items.extend(config_errors(config, f"sweep.losses[{i}]"))
-            if isinstance(item, LossSpec) and item.negatives and spec.negatives is None:
-                problems.add(
-                    f"sweep.losses[{i}].negatives", "true needs mined negatives: add a negatives section to the spec"
-                )
-    for knob, rng in sweep.negatives.items():
-        path = f"sweep.negatives.{knob}"
-        if spec.negatives is None:
-            problems.add(path, "searches a mining knob, but the spec mines nothing: add a negatives section")
-        elif knob not in MINING_SEARCH:
-            problems.add(path, f"cannot be searched; mining knobs are {list(MINING_SEARCH)}")
-        elif rng.choices is None:
-            problems.add(
-                path,
-                "mining knobs are searched over choices (each distinct mining config is mined once, before the "
-                "trials), e.g. {choices: [0.0, 0.05]}",
-            )
-    for loss, ranges in sweep.params.items():
-        if loss not in LOSSES:
-            problems.add(f"sweep.params.{loss}", "not a loss of the catalogue (run `lossweep losses`)")
+    pydantic runs a model's own checks only when all its fields are valid; this runs them on what is
+    valid, so that one pass reports every error: an unknown loss beside a missing name, a compare
+    with too few seeds beside a misspelled loss, the batch size and the workers beside a bad eval set.
+    """
+    try:
+        return TypeAdapter(cls).validate_python(data), []
+    except ValidationError:
+        pass
+    if not isinstance(data, dict):
+        return BROKEN, []
+    values, found = {}, []
+    for name, field in cls.model_fields.items():
+        if name not in data:
+            values[name] = None if field.is_required() else field.get_default(call_default_factory=True)
             continue
-        if names and loss not in names:
-            problems.add(f"sweep.params.{loss}", f"{loss} is not among sweep.losses {names}")
-        known = {p.name for p in LOSSES[loss].params}
-        for param, rng in ranges.items():
-            if param not in known:
-                problems.add(
-                    f"sweep.params.{loss}.{param}", f"{loss} has no parameter {param!r}; valid: {sorted(known)}"
-                )
-            _check_range(rng, f"sweep.params.{loss}.{param}", problems)
-    for param, rng in sweep.shared.items():
-        if param not in SHARED_SEARCH:
-            problems.add(f"sweep.shared.{param}", f"cannot be searched; shared parameters are {list(SHARED_SEARCH)}")
-        _check_range(rng, f"sweep.shared.{param}", problems)
-    rng = sweep.shared.get("batch_size")
-    if rng is not None and rng.choices:
-        bad = [b for b in rng.choices if not isinstance(b, int) or b % spec.resources.workers]
-        if bad:
-            problems.add(
-                "sweep.shared.batch_size.choices", f"{bad} not divisible by resources.workers={spec.resources.workers}"
-            )
-    for key, value in (("trials", sweep.trials), ("seeds", sweep.seeds), ("max_concurrent", sweep.max_concurrent)):
-        if value < 1:
-            problems.add(f"sweep.{key}", f"{value} must be >= 1")
-    if sweep.reduction_factor < 2:
-        problems.add("sweep.reduction_factor", f"{sweep.reduction_factor} must be >= 2")
-    if sweep.grace_steps is not None and sweep.grace_steps < 1:
-        problems.add("sweep.grace_steps", f"{sweep.grace_steps} must be >= 1")
+        try:
+            values[name] = TypeAdapter(field.annotation).validate_python(data[name])
+        except ValidationError:
+            members = [m for m in _members(field.annotation) if m is not type(None)]
+            section = members[0] if len(members) == 1 and isinstance(members[0], type) else None
+            section = section if section is not None and issubclass(section, _Section) else None
+            values[name], inner = _lenient(section, data[name], loc + [name]) if section else (BROKEN, [])
+            found += inner
+    partial = cls.model_construct(**values)
+    if isinstance(partial, Spec):
+        found += relation_problems(partial, lenient=True)
+    else:
+        try:
+            found += [_located(loc, field, text) for field, text in partial.problems(lenient=True)]
+        except (AttributeError, TypeError, IndexError):  # a check that needs a field this section lacks
+            pass
+    return partial, found
+
+
+def _describe(error: dict) -> list[str]:
+    """A pydantic error as lossweep's 'field.path: message (and the fix)' lines."""
+    loc = [part for part in error["loc"] if part not in UNION_TAGS]
+    path = _path(loc)
+    kind, value = error["type"], error.get("input")
+    if kind == "value_error":
+        cause = error["ctx"]["error"]
+        if isinstance(cause, SectionProblems):
+            return [
+                f"{_path(loc + field.split('.')) if field else path or 'spec'}: {message}"
+                for field, message in cause.items
+            ]
+        return [f"{path}: {cause}"]
+    if kind == "missing":
+        parent = _model_at(loc[:-1])
+        field = parent.model_fields.get(loc[-1]) if parent else None
+        is_section = field is not None and any(
+            isinstance(m, type) and issubclass(m, BaseModel) for m in _members(field.annotation)
+        )
+        return [f"{path}: required; set it to {'a mapping' if is_section else 'a value'}"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return [f"{path}: unknown key; {hint}valid keys: {', '.join(valid)}"]
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        close = difflib.get_close_matches(str(value), options, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return [f"{path}: {value!r} is not one of {options}{hint}"]
+    expected = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string"}
+    expected |= {"dict": "a mapping", "model": "a mapping", "tuple": "a list", "list": "a list"}
+    for prefix, text in expected.items():
+        if kind.startswith(prefix):
+            return [f"{path}: expected {text}, got {value!r}"]
+    return [f"{path}: {error['msg']}"]
+
+
+def _located(loc: list, field: str, text: str) -> str:
+    """A section's problem with its path: the section's location, then the field inside it."""
+    return f"{_path(loc + field.split('.')) if field else _path(loc) or 'spec'}: {text}"
+
+
+def _path(loc: list) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _model_at(loc: list) -> type[BaseModel] | None:
+    """The model class at a location of a spec (for the valid keys of an unknown one)."""
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = next((a for a in _members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _members(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    return [m for a in args for m in _members(a)]

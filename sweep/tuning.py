@@ -29,12 +29,12 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from lossweep.losses import config_errors
+from lossweep.losses import config_errors, get_entry
 
 from .data import fingerprint
-from .evaluate import headline
-from .inputs import complete_loss, num_classes, resolve_paths, validate
+from .inputs import complete_loss, resolve_paths, validate
 from .leaderboard import Leaderboard
+from .metrics import headline
 from .preflight import preflight
 from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
@@ -75,9 +75,8 @@ def phase_spec(trial: Spec, phase: str, selection: str) -> Spec:
     """What a trial scores: search and tuning trials the selection set only, at every evaluation;
     seed runs every set, once, at the end (their configuration is already chosen)."""
     if phase == Phase.SEEDS:
-        evaluation = type(trial.evaluation)(**{**trial.evaluation.__dict__, "every_steps": 0, "at_start": False})
-        return trial.replace(evaluation=evaluation)
-    return trial.replace(evaluation=type(trial.evaluation)(**{**trial.evaluation.__dict__, "sets": (selection,)}))
+        return trial.replace(evaluation=trial.evaluation.replace(every_steps=0, at_start=False))
+    return trial.replace(evaluation=trial.evaluation.replace(sets=(selection,)))
 
 
 # --- One trial ---------------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ def run_sweep(
     preflight(spec, source, uri)
     tracker = Tracker(uri)
     space, notes = build_space(spec, loaded["train"])
-    space = _with_num_labels(space, loaded["train"])
+    space = _with_data_params(space, loaded["train"])
     if not spec.verdict_sets():
         notes.append(
             f"no verdict set: the best score is measured on {spec.selection_set().label!r}, the set that chose it, "
@@ -490,12 +489,12 @@ def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]
     return {loss: config for loss, (_, config) in sorted(best.items())}
 
 
-def _with_num_labels(space: Space, train) -> Space:
-    """SoftmaxLoss candidates get num_labels from the data."""
+def _with_data_params(space: Space, train) -> Space:
+    """Each candidate with the loss parameters its registry entry reads off the data (num_labels)."""
     candidates = []
     for c in space.candidates:
-        if c.config.name == "SoftmaxLoss" and "num_labels" not in c.config.params:
-            params = dict(c.config.params) | {"num_labels": num_classes(train)}
-            c = dataclasses.replace(c, config=dataclasses.replace(c.config, params=params))
-        candidates.append(c)
+        filled = get_entry(c.config.name).from_data(c.config.params, train)
+        candidates.append(
+            dataclasses.replace(c, config=dataclasses.replace(c.config, params=dict(c.config.params) | filled))
+        )
     return dataclasses.replace(space, candidates=tuple(candidates))

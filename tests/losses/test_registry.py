@@ -87,3 +87,33 @@ def test_config_errors_name_the_field_and_the_fix():
     assert "wraps a base loss" in config_errors(LossConfig("MatryoshkaLoss"))[0]
     refused = config_errors(LossConfig("AdaptiveLayerLoss", base=LossConfig("CachedMultipleNegativesRankingLoss")))
     assert refused[0].startswith("loss.base: AdaptiveLayerLoss cannot wrap CachedMultipleNegativesRankingLoss")
+
+
+def test_every_registry_default_is_the_constructors_default():
+    # A sweep that leaves a parameter alone must train the loss sentence-transformers would build.
+    no_constructor_default = []
+    for name, entry in LOSSES.items():
+        signature = inspect.signature(entry.cls.__init__).parameters
+        for param in entry.params:
+            assert param.name in signature, f"{name}.{param.name} is not a constructor argument"
+            default = signature[param.name].default
+            if default is inspect.Parameter.empty:
+                no_constructor_default.append(f"{name}.{param.name}")
+                continue
+            ours = param.resolve(param.default)
+            if isinstance(default, nn.Module):
+                assert type(ours) is type(default), (name, param.name)
+            elif isinstance(default, (list, tuple)):
+                assert list(ours) == list(default), (name, param.name)
+            else:
+                assert ours == default, (name, param.name, ours, default)
+    # Where the constructor has none, the entry says who fills it: the user, the data, or lossweep.
+    assert sorted(no_constructor_default) == [
+        "CachedGISTEmbedLoss.guide",  # required: a guide model
+        "GISTEmbedLoss.guide",
+        "Matryoshka2dLoss.matryoshka_dims",  # lossweep: the model's size and powers of two below it
+        "MatryoshkaLoss.matryoshka_dims",
+        "SoftmaxLoss.num_labels",  # the data: its number of classes
+    ]
+    assert LOSSES["GISTEmbedLoss"].required_params() == ["guide"]
+    assert LOSSES["SoftmaxLoss"].param("num_labels").from_data is not None

@@ -144,7 +144,8 @@ CASES = {
     ),
     "a sweep metric no evaluation produces": case(
         "sweep",
-        "sweep.metric: 'eval/other/ndcg_at_10' is not a metric of the selection set 'sts'; names start eval/sts/",
+        "sweep.metric: 'eval/other/ndcg_at_10' is not a metric of the selection set 'sts'; "
+        "it produces eval/sts/spearman_cosine",
         spec=lambda s, t, d: s.update(sweep=SWEEP | {"metric": "eval/other/ndcg_at_10"}),
     ),
     "a log range through zero": case(

@@ -20,6 +20,7 @@ def test_credentials_in_a_tracking_uri_are_redacted_from_logged_params():
             "name": "x",
             "train": {"path": "cranfield"},
             "loss": {"name": "MultipleNegativesRankingLoss"},
+            "training": {"steps": 1},
             "mlflow": {"tracking_uri": "https://alice:hunter2@mlflow.example.com:8443/path"},
         }
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -13,15 +15,57 @@ import lossweep.sweep.preflight as preflight
 import lossweep.sweep.tasks as tasks
 import lossweep.sweep.trial as trainer
 from lossweep.sweep.inputs import validate
-from lossweep.sweep.spec import SpecError, load_spec, parse_spec
+from lossweep.sweep.spec import SpecError, json_schema, load_spec, parse_spec
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "spec.schema.json"
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_every_shipped_experiment_validates(path, data_dir, monkeypatch):
     monkeypatch.setenv("LOSSWEEP_DATA_DIR", str(data_dir))
     validate(load_spec(path), str(path))
+
+
+def test_every_shipped_experiment_passes_the_published_json_schema():
+    # What editors check as users type (experiments/*.yaml point at it); the copy must be current.
+    schema = json.loads(SCHEMA.read_text())
+    assert schema == json_schema(), (
+        "experiments/spec.schema.json is stale: lossweep schema > experiments/spec.schema.json"
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in EXPERIMENTS:
+        errors = [
+            f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))
+        ]
+        assert not errors, f"{path.name}: {errors}"
+        assert path.read_text().startswith("# yaml-language-server: $schema=spec.schema.json")
+    bad = {"name": "x", "train": {"path": "p"}, "loss": {"name": "MultipleNegativesRankingLoss"}, "trainig": {}}
+    assert any("trainig" in e.message for e in validator.iter_errors(bad))  # unknown keys are refused there too
+
+
+def test_one_pass_reports_structure_each_section_and_their_relations():
+    # A missing name and training data, an unknown loss, a compare with two seeds, a misspelled loss
+    # parameter in the sweep, and a batch the workers cannot share: all at once.
+    with pytest.raises(SpecError) as caught:
+        parse_spec(
+            {
+                "loss": {"name": "NoSuchLoss"},
+                "training": {"batch_size": 9, "steps": 10},
+                "resources": {"workers": 2},
+                "sweep": {"mode": "compare", "seeds": 2, "losses": [{"name": "TripletLoss", "params": {"margin": 1}}]},
+            }
+        )
+    problems = caught.value.problems
+    for expected in (
+        "name: required",
+        "train: required",
+        "loss.name: unknown loss 'NoSuchLoss'",
+        "sweep.seeds: 2: compare mode needs at least 3 seeds",
+        "sweep.losses[0].params.margin: TripletLoss has no parameter 'margin'; did you mean 'triplet_margin'?",
+        "training.batch_size: 9 is not divisible by resources.workers=2",
+    ):
+        assert any(p.startswith(expected) for p in problems), f"{expected!r} not in {problems}"
 
 
 @pytest.fixture
@@ -177,6 +221,20 @@ BAD_SPECS = {
         lambda s: s.update(negatives={}, sweep={"negatives": {"relative_margin": {"low": 0.0, "high": 0.1}}}),
         "sweep.negatives.relative_margin: mining knobs are searched over choices",
     ),
+    "a sweep metric the selection set does not produce": (
+        lambda s: s.update(sweep={"metric": "eval/cranfield/ndcg_at_5", "scheduler": "none"}),
+        "sweep.metric: 'eval/cranfield/ndcg_at_5' is not a metric of the selection set 'cranfield'; did you mean "
+        "'eval/cranfield/ndcg_at_10'?",
+    ),
+    "an eval set name MLflow cannot log": (
+        lambda s: s["eval"][0].update(name="cranfield (test)"),
+        "eval[0].name: 'cranfield (test)' cannot name MLflow metrics",
+    ),
+    "a searched batch size the workers cannot share": (
+        lambda s: s.update(sweep={"scheduler": "none", "shared": {"batch_size": {"low": 7, "high": 32}}}),
+        "sweep.shared.batch_size.low: 7 is not a multiple of resources.workers=2; batch sizes are drawn from low in "
+        "steps of 2",
+    ),
     "a retrieval set carved from pairs that are not BEIR": (
         lambda s: (
             s.update(train={"path": "snli", "split": "dev", "view": "pairs"}),
@@ -202,7 +260,7 @@ def test_all_errors_are_reported_at_once(good, errors_of):
     spec["loss"]["params"]["scael"] = 3
     problems = errors_of(spec)
     assert len(problems) == 3
-    assert [p.split(":")[0] for p in problems] == ["training.batch_size", "training.steps", "loss.params.scael"]
+    assert sorted(p.split(":")[0] for p in problems) == ["loss.params.scael", "training.batch_size", "training.steps"]
 
 
 def test_cli_validate_exit_codes(good, tmp_path):

@@ -24,7 +24,7 @@ def compare_space() -> dict[str, Space]:
             "eval": [{"type": "retrieval", "path": "x"}],
             "training": {"steps": 10},
             "sweep": {
-                "mode": "compare",
+                "scheduler": "none",
                 "losses": ["MultipleNegativesSymmetricRankingLoss", "TripletLoss"],
                 "shared": {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": True}},
             },

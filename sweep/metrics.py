@@ -1,0 +1,37 @@
+"""The names of evaluation metrics, legal MLflow names that line up across runs.
+
+`eval/<set>/<metric>` at the full size, `eval/<set>/<metric>/dim_<d>` at each Matryoshka size d.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RETRIEVAL_METRICS = {  # our name -> (sentence-transformers' result key, k)
+    "ndcg_at_10": ("ndcg@k", 10),
+    "mrr_at_10": ("mrr@k", 10),
+    "map_at_100": ("map@k", 100),
+    "recall_at_1": ("recall@k", 1),
+    "recall_at_10": ("recall@k", 10),
+    "recall_at_100": ("recall@k", 100),
+}
+METRICS = {"retrieval": tuple(RETRIEVAL_METRICS), "sts": ("spearman_cosine",), "triplet": ("cosine_accuracy",)}
+HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy"}
+
+
+def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:
+    return f"eval/{dataset}/{metric}" + ("" if dim is None else f"/dim_{dim}")
+
+
+def headline(eval_set_type: str, name: str) -> str:
+    """The metric a sweep optimises for an evaluation set (by default)."""
+    return metric_name(name, HEADLINE[eval_set_type])
+
+
+def metric_names(eval_set_type: str, name: str, dims: Sequence[int] | None = None) -> list[str]:
+    """Every metric an evaluation set of this type produces, at the full size and at `dims`."""
+    names = []
+    for metric in METRICS[eval_set_type]:
+        names.append(metric_name(name, metric))
+        names += [metric_name(name, metric, d) for d in sorted(set(dims or ()), reverse=True)]
+    return names
