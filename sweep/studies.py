@@ -37,7 +37,7 @@ def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """Optuna keys `a/b` as Tune nests them: {"a": {"b": ...}}."""
     nested: dict[str, Any] = {}
     for key, value in flat.items():
@@ -87,7 +87,7 @@ class StudySearch(_Saved, Searcher):
         constants = DefineByRun(self.spaces[name])(trial) or {}
         self.started[name] += 1
         self.live[trial_id] = (name, trial)
-        return {"trial": _nest(trial.params | constants)}
+        return {"trial": nest(trial.params | constants)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.live and self.metric in result and "step" in result:

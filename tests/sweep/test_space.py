@@ -11,6 +11,7 @@ import pytest
 from lossweep.losses import config_errors
 from lossweep.sweep.space import DefineByRun, build_space, grid_configs, space_problems, trial_spec
 from lossweep.sweep.spec import parse_spec
+from lossweep.sweep.studies import nest
 
 
 def spec_with(sweep: dict, workers: int = 1, negatives: dict | None = None):
@@ -70,7 +71,7 @@ def test_a_refused_categorical_combination_is_fixed_not_sampled():
     params, constants = sampled(space, fixed)
     assert "MultipleNegativesRankingLoss/partition_mode" not in params
     assert constants["MultipleNegativesRankingLoss/partition_mode"] == "joint"
-    trial = trial_spec(spec, space, {"loss": "MultipleNegativesRankingLoss"} | _nest(fixed | constants))
+    trial = trial_spec(spec, space, {"loss": "MultipleNegativesRankingLoss"} | nest(fixed | constants))
     assert trial.loss.params["partition_mode"] == "joint" and not config_errors(trial.loss_config())
 
 
@@ -81,7 +82,7 @@ def test_every_sampled_trial_is_a_configuration_its_loss_accepts():
     for _ in range(300):
         trial = study.ask()
         constants = DefineByRun(space)(trial) or {}
-        config = _nest(trial.params | constants)
+        config = nest(trial.params | constants)
         spec_of_trial = trial_spec(spec, space, config)
         assert not config_errors(spec_of_trial.loss_config()), config
         study.tell(trial, 0.0)
@@ -177,14 +178,3 @@ class _Features:
 
     def __init__(self, features) -> None:
         self.features = features
-
-
-def _nest(flat: dict) -> dict:
-    nested: dict = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        target = nested
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = value
-    return nested
