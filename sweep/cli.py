@@ -205,13 +205,13 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Re-render a sweep's leaderboard and plots from MLflow alone."""
-    from lossweep.sweep.report import SweepNotFound, report
-    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+    from lossweep.sweep.report import report
+    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
 
     tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
     try:
         board, parent = report(tracker, args.sweep, log=not args.no_log)
-    except SweepNotFound as error:
+    except RunNotFound as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print_leaderboard(board)
@@ -222,11 +222,14 @@ def report_command(args: argparse.Namespace) -> int:
 def reproduce_command(args: argparse.Namespace) -> int:
     """Re-run one trial from its MLflow run; exit 0 when every metric matches within the tolerance."""
     from lossweep.sweep.reproduce import ProvenanceMismatch, reproduce
-    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
 
     tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
     try:
         outcome = reproduce(tracker, args.run_id, force=args.force, tolerance=args.tolerance)
+    except RunNotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except ProvenanceMismatch as error:
         print(f"run {args.run_id} cannot be reproduced as recorded:", file=sys.stderr)
         for problem in error.problems:
@@ -246,13 +249,12 @@ def reproduce_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     """Export a sweep's best trial (or a trial run) as a sentence-transformers model folder."""
     from lossweep.sweep.export import ExportError, export
-    from lossweep.sweep.report import SweepNotFound
-    from lossweep.sweep.tracking import Tracker, resolve_tracking_uri
+    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
 
     tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
     try:
         exported = export(tracker, args.sweep, args.dir, log_to_mlflow=not args.no_mlflow)
-    except (ExportError, SweepNotFound) as error:
+    except (ExportError, RunNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"exported run {exported.run_id} to {exported.path} (SentenceTransformer({str(exported.path)!r}))")
@@ -308,9 +310,22 @@ def schema_command(args: argparse.Namespace) -> int:
     return 0
 
 
+TRACKING_HELP = (
+    "MLflow tracking URI. Precedence, for every command: this flag > MLFLOW_TRACKING_URI > the spec's "
+    "mlflow.tracking_uri > sqlite:///./mlflow.db"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    # Options several commands share, declared once.
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", help=TRACKING_HELP)
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument(
+        "--verbose", action="store_true", help="show Ray's and the workers' logs live (default: only in the log file)"
+    )
 
     losses = commands.add_parser("losses", help="list the loss catalogue; with --data, which losses fit a dataset")
     losses.add_argument(
@@ -336,37 +351,41 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=validate_command)
 
     negatives = commands.add_parser(
-        "negatives", help="mine the hard negatives a spec asks for, or find them in the cache; show a summary"
+        "negatives",
+        parents=[running],
+        help="mine the hard negatives a spec asks for, or find them in the cache; show a summary",
     )
     negatives.add_argument("spec", help="path to an experiment YAML file with a negatives section")
     negatives.add_argument("--examples", type=int, default=3, help="example triplets to print (default 3)")
     negatives.set_defaults(func=negatives_command)
 
-    train = commands.add_parser("train", help="train one configuration on Ray workers and track it in MLflow")
+    train = commands.add_parser(
+        "train", parents=[tracking, running], help="train one configuration on Ray workers and track it in MLflow"
+    )
     train.add_argument("spec", help="path to an experiment YAML file")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///./mlflow.db)")
     train.set_defaults(func=train_command)
 
     sweep = commands.add_parser(
-        "sweep", help="search or compare losses with Ray Tune + Optuna; MLflow parent/child runs"
+        "sweep",
+        parents=[tracking, running],
+        help="search or compare losses with Ray Tune + Optuna; MLflow parent/child runs",
     )
     sweep.add_argument("spec", help="path to an experiment YAML file with a sweep section")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
-    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///./mlflow.db)")
     sweep.set_defaults(func=sweep_command)
 
-    report = commands.add_parser("report", help="rebuild a sweep's leaderboard and plots from MLflow")
-    report.add_argument("sweep", help="the sweep's name or its MLflow parent run id")
-    report.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
+    report = commands.add_parser(
+        "report", parents=[tracking], help="rebuild a sweep's leaderboard and plots from MLflow"
     )
+    report.add_argument("sweep", help="the sweep's name or its MLflow parent run id (or a unique prefix of it)")
     report.add_argument("--no-log", action="store_true", help="print only; do not re-log artifacts to the parent run")
     report.set_defaults(func=report_command)
 
-    reproduce = commands.add_parser("reproduce", help="re-run one trial from its MLflow run and compare the metrics")
-    reproduce.add_argument("run_id", help="the MLflow run id of a trial (lossweep train, or a sweep's child run)")
+    reproduce = commands.add_parser(
+        "reproduce", parents=[tracking, running], help="re-run one trial from its MLflow run and compare the metrics"
+    )
     reproduce.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
+        "run_id", help="the MLflow run id of a trial, or a unique prefix of it (lossweep train, or a sweep's child run)"
     )
     reproduce.add_argument(
         "--tolerance", type=float, default=1e-6, help="largest allowed metric difference (default 1e-6)"
@@ -374,12 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--force", action="store_true", help="run even if the data or package versions differ")
     reproduce.set_defaults(func=reproduce_command)
 
-    export = commands.add_parser("export", help="export a sweep's best model as a sentence-transformers folder")
+    export = commands.add_parser(
+        "export", parents=[tracking], help="export a sweep's best model as a sentence-transformers folder"
+    )
     export.add_argument("sweep", help="the sweep's name or parent run id (or a trial's run id)")
     export.add_argument("dir", help="an empty or new folder for the model")
-    export.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)"
-    )
     export.add_argument(
         "--no-mlflow", action="store_true", help="do not log the model with MLflow's sentence-transformers flavour"
     )

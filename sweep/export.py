@@ -15,9 +15,9 @@ from pathlib import Path
 import mlflow
 from sentence_transformers import SentenceTransformer
 
-from .protocol import SWEEP_ROLE, Tag
-from .report import find_sweep
-from .tracking import Tracker, active_uri, redact
+from .protocol import Tag
+from .report import SweepNotFound, find_sweep
+from .tracking import RUN_ID, Tracker, active_uri, redact
 
 
 class ExportError(RuntimeError):
@@ -32,20 +32,20 @@ class Exported:
 
 
 def best_run(tracker: Tracker, sweep_or_run: str):
-    """The run to export: a sweep's best trial (by name or parent id), or a trial run id itself."""
+    """The run to export: a sweep's best trial (by sweep name or parent run id), or a trial's own run
+    (its id or a unique prefix)."""
     try:
-        run = tracker.client.get_run(sweep_or_run)
-    except Exception:  # not a run id: a sweep name
-        run = None
-    if run is None or run.data.tags.get(Tag.ROLE) == SWEEP_ROLE:
-        parent = run or find_sweep(tracker, sweep_or_run)
-        best_id = parent.data.tags.get(Tag.BEST_RUN_ID)
-        if not best_id:
-            raise ExportError(
-                f"sweep {parent.info.run_name!r} has no best trial yet; finish it (lossweep sweep ... --resume)"
-            )
-        run = tracker.client.get_run(best_id)
-    return run
+        parent = find_sweep(tracker, sweep_or_run)
+    except SweepNotFound:
+        if not RUN_ID.fullmatch(sweep_or_run):
+            raise
+        return tracker.find_run(sweep_or_run)  # a trial's run, or a one-line RunNotFound
+    best_id = parent.data.tags.get(Tag.BEST_RUN_ID)
+    if not best_id:
+        raise ExportError(
+            f"sweep {parent.info.run_name!r} has no best trial yet; finish it (lossweep sweep ... --resume)"
+        )
+    return tracker.client.get_run(best_id)
 
 
 def model_card(run, metrics: dict[str, float]) -> str:

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import re
-
 from mlflow.entities import ViewType
 
 from .leaderboard import Leaderboard
 from .protocol import SWEEP_ROLE, Tag
-from .tracking import Tracker
+from .tracking import RUN_ID, RunNotFound, Tracker
 from .verdict import build_leaderboard
 
 
-class SweepNotFound(LookupError):
+class SweepNotFound(RunNotFound):
     """No sweep parent run matches the name or id; the message says where it looked."""
 
 
 def find_sweep(tracker: Tracker, sweep: str):
-    """The parent run of a sweep, by run id or by sweep name (the most recent with that name)."""
-    if re.fullmatch(r"[0-9a-f]{32}", sweep):
-        run = tracker.client.get_run(sweep)
-        if run.data.tags.get(Tag.ROLE) != SWEEP_ROLE:
-            raise SweepNotFound(f"run {sweep} is not a lossweep sweep (no tag {Tag.ROLE}={SWEEP_ROLE})")
-        return run
+    """The parent run of a sweep, by sweep name (the most recent with that name) or by run id (or a
+    unique prefix of it)."""
+    named = _by_name(tracker, sweep)
+    if named is not None:
+        return named
+    if not RUN_ID.fullmatch(sweep):
+        raise SweepNotFound(
+            f"no sweep named {sweep!r} in {tracker.uri}; pass its name or parent run id, or check --tracking-uri"
+        )
+    run = tracker.find_run(sweep)
+    if run.data.tags.get(Tag.ROLE) != SWEEP_ROLE:
+        raise SweepNotFound(f"run {run.info.run_id} is not a lossweep sweep (no tag {Tag.ROLE}={SWEEP_ROLE})")
+    return run
+
+
+def _by_name(tracker: Tracker, sweep: str):
     experiments = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     runs = tracker.client.search_runs(
         experiments,
@@ -30,11 +38,7 @@ def find_sweep(tracker: Tracker, sweep: str):
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not runs:
-        raise SweepNotFound(
-            f"no sweep named {sweep!r} in {tracker.uri}; pass its parent run id or check --tracking-uri"
-        )
-    return runs[0]
+    return runs[0] if runs else None
 
 
 def report(tracker: Tracker, sweep: str, log: bool = True) -> tuple[Leaderboard, str]:

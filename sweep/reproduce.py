@@ -71,6 +71,8 @@ def provenance_problems(tracker: Tracker, run_id: str, spec: Spec) -> list[str]:
 
 
 def reproduce(tracker: Tracker, run_id: str, *, force: bool = False, tolerance: float = 1e-6) -> Reproduction:
+    """Train the run's recorded spec again and compare; `run_id` may be a unique prefix of the id."""
+    run_id = tracker.find_run(run_id).info.run_id
     spec = recorded_spec(tracker, run_id)
     problems = provenance_problems(tracker, run_id, spec)
     if problems and not force:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .protocol import Tag
@@ -130,6 +132,13 @@ def provenance_tags(spec_hash: str, data_fingerprint: str) -> dict[str, str]:
     return tags
 
 
+class RunNotFound(LookupError):
+    """No run (or more than one) matches an id or id prefix; the message says where it looked."""
+
+
+RUN_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
 class Tracker:
     """The MLflow calls lossweep makes, against one tracking store."""
 
@@ -175,6 +184,30 @@ class Tracker:
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
+
+    def find_run(self, run_id: str):
+        """A run by its id or a unique prefix of it (as people copy them: `66fd08a0`)."""
+        if not RUN_ID.fullmatch(run_id):
+            raise RunNotFound(f"{run_id!r} is not a run id (hexadecimal, as MLflow shows them)")
+        if len(run_id) == 32:
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException:
+                raise RunNotFound(f"no run {run_id} in {redact(self.uri)}; check the id or --tracking-uri") from None
+        experiments = [e.experiment_id for e in self.client.search_experiments(view_type=ViewType.ALL)]
+        matches, token = [], None
+        while experiments:
+            page = self.client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+            matches += [run for run in page if run.info.run_id.startswith(run_id)]
+            token = page.token
+            if not token:
+                break
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFound(f"no run whose id starts {run_id} in {redact(self.uri)}; check the id or --tracking-uri")
+        ids = ", ".join(run.info.run_id for run in matches[:5])
+        raise RunNotFound(f"{len(matches)} runs have ids starting {run_id} ({ids}); give more of the id")
 
     def children(self, parent_run_id: str) -> list:
         """Every child run of a parent run, oldest first."""

@@ -1,0 +1,52 @@
+"""Runs found as people copy their ids: unique prefixes accepted, every miss a one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from lossweep.sweep.protocol import SWEEP_ROLE, Tag
+from lossweep.sweep.report import SweepNotFound, find_sweep
+from lossweep.sweep.tracking import RunNotFound, Tracker
+
+
+@pytest.fixture
+def store(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = tracker.start_run("ids", "a sweep", {}, {Tag.ROLE: SWEEP_ROLE, Tag.SWEEP: "named"})
+    trials = [tracker.start_run("ids", f"trial {i}", {}, {}, parent_run_id=parent) for i in range(20)]
+    return tracker, parent, trials
+
+
+def test_a_unique_prefix_finds_the_run_and_an_ambiguous_one_says_so(store):
+    tracker, parent, trials = store
+    assert tracker.find_run(parent[:8]).info.run_id == parent
+    assert tracker.find_run(trials[3]).info.run_id == trials[3]
+    firsts = [run[0] for run in [parent, *trials]]
+    shared = next(c for c in firsts if firsts.count(c) > 1)  # 21 ids over 16 hex digits: two share one
+    with pytest.raises(RunNotFound, match=f"runs have ids starting {shared} .*; give more of the id"):
+        tracker.find_run(shared)
+    with pytest.raises(RunNotFound, match="no run whose id starts 0000000 in sqlite"):
+        tracker.find_run("0000000")
+    with pytest.raises(RunNotFound, match="'not-an-id' is not a run id"):
+        tracker.find_run("not-an-id")
+
+
+def test_sweeps_are_found_by_name_or_id_prefix(store):
+    tracker, parent, trials = store
+    assert find_sweep(tracker, "named").info.run_id == parent
+    assert find_sweep(tracker, parent[:10]).info.run_id == parent
+    with pytest.raises(SweepNotFound, match="is not a lossweep sweep"):
+        find_sweep(tracker, trials[0])
+    with pytest.raises(SweepNotFound, match="no sweep named 'unknown'"):
+        find_sweep(tracker, "unknown")
+
+
+@pytest.mark.parametrize("command", [["reproduce", "66fd08a0"], ["report", "66fd08a0"], ["export", "66fd08a0", "out"]])
+def test_an_unknown_id_is_a_one_line_error_for_every_command(store, command, tmp_path):
+    tracker = store[0]
+    done = subprocess.run(["lossweep", *command, "--tracking-uri", tracker.uri], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
