@@ -7,7 +7,7 @@ from . import negatives as neg
 from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
 from .protocol import Tag, TrialState
 from .spec import Spec
-from .tracking import Tracker, flatten, provenance_tags, redact
+from .tracking import Provenance, Tracker, flatten, redact
 
 
 class TrialFailed(RuntimeError):
@@ -15,14 +15,20 @@ class TrialFailed(RuntimeError):
 
 
 def start_trial_run(
-    spec: Spec, tracker: Tracker, data_fingerprint: str, *, parent_run_id: str | None = None, tags: dict | None = None
+    spec: Spec,
+    tracker: Tracker,
+    data_fingerprint: str,
+    provenance: Provenance,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
 ) -> str:
-    """Create the trial's MLflow run: params (the resolved spec), provenance tags, the spec file, and
-    the mined negatives it reads (their cache key and summary)."""
+    """Create the trial's MLflow run: params (the resolved spec), provenance tags (the driver's), the
+    spec file, and the mined negatives it reads (their cache key and summary)."""
     data = spec.to_dict()
     data["mlflow"]["tracking_uri"] = redact(tracker.uri)
     params = flatten(data) | {"loss.label": spec.loss_label()}
-    run_tags = provenance_tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
+    run_tags = provenance.tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
     mined = mined_negatives(spec)
     if mined is not None:
         run_tags[Tag.NEGATIVES_KEY] = mined[0]

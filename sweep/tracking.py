@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,37 @@ def git_commit(cwd: Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
-def provenance_tags(spec_hash: str, data_fingerprint: str) -> dict[str, str]:
-    commit, dirty = git_commit()
-    tags = {
-        "mlflow.source.git.commit": commit,
-        Tag.GIT_COMMIT: commit,
-        Tag.GIT_DIRTY: str(dirty).lower(),
-        Tag.SPEC_HASH: spec_hash,
-        Tag.DATA_FINGERPRINT: data_fingerprint,
-    }
-    tags |= {f"{Tag.VERSION}{name}": version for name, version in package_versions().items()}
-    return tags
+GIT_COMMIT_ENV, GIT_DIRTY_ENV = "LOSSWEEP_GIT_COMMIT", "LOSSWEEP_GIT_DIRTY"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a command's runs came from: the checkout it was started in (commit, uncommitted changes)
+    and the package versions. Read once on the driver and handed to every run it creates, wherever
+    that run is created (a Tune trial actor runs in Ray's own folder, not in the checkout)."""
+
+    commit: str
+    dirty: bool
+    versions: dict[str, str]
+
+    @classmethod
+    def here(cls) -> Provenance:
+        """This process's: LOSSWEEP_GIT_COMMIT / LOSSWEEP_GIT_DIRTY when set (a job whose working-dir
+        copy left `.git` out passes them), else the git checkout of the working directory."""
+        commit, dirty = os.environ.get(GIT_COMMIT_ENV), os.environ.get(GIT_DIRTY_ENV, "false").lower() == "true"
+        if not commit:
+            commit, dirty = git_commit()
+        return cls(commit, dirty, package_versions())
+
+    def tags(self, spec_hash: str, data_fingerprint: str) -> dict[str, str]:
+        tags = {
+            "mlflow.source.git.commit": self.commit,
+            Tag.GIT_COMMIT: self.commit,
+            Tag.GIT_DIRTY: str(self.dirty).lower(),
+            Tag.SPEC_HASH: spec_hash,
+            Tag.DATA_FINGERPRINT: data_fingerprint,
+        }
+        return tags | {f"{Tag.VERSION}{name}": version for name, version in self.versions.items()}
 
 
 class RunNotFound(LookupError):

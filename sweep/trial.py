@@ -16,7 +16,7 @@ from .protocol import Tag, TrialState
 from .runs import TrialFailed, close_run, failure_message, raise_if_failed, start_trial_run
 from .spec import Spec
 from .tasks import mine_negatives
-from .tracking import Tracker, resolve_tracking_uri, worker_tracking_uri
+from .tracking import Provenance, Tracker, resolve_tracking_uri, worker_tracking_uri
 from .worker import train_loop
 
 
@@ -66,7 +66,7 @@ def train(
     if uses_negatives(spec, loaded["train"].features):
         mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
     tracker = Tracker(uri)
-    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), tags=tags)
+    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), Provenance.here(), tags=tags)
     try:
         result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
         raise_if_failed(tracker, run_id)

@@ -42,7 +42,7 @@ from .space import Space, build_space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, SpecError, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tasks import mine_negatives, score_model
-from .tracking import Tracker, flatten, provenance_tags, redact, resolve_tracking_uri
+from .tracking import Provenance, Tracker, flatten, redact, resolve_tracking_uri
 from .trial import run_trainer
 from .verdict import build_leaderboard
 
@@ -90,6 +90,7 @@ def sweep_trial(
     parent_run_id: str,
     tracking_uri: str,
     data_fingerprint: str,
+    provenance: Provenance,
     phase: str,
 ) -> None:
     """A Tune trial: the trial's spec, its MLflow child run (found again on resume), a Ray Train run."""
@@ -116,7 +117,7 @@ def sweep_trial(
         }
         run_name = f"{trial.loss_label()} {trial_id}"
         run_id = start_trial_run(
-            trial.replace(name=run_name), tracker, data_fingerprint, parent_run_id=parent_run_id, tags=tags
+            trial.replace(name=run_name), tracker, data_fingerprint, provenance, parent_run_id=parent_run_id, tags=tags
         )
     run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
@@ -268,6 +269,7 @@ class Sweep:
     state: dict
     resume: bool
     data_fingerprint: str
+    provenance: Provenance
 
     @property
     def metric(self) -> str:
@@ -281,6 +283,7 @@ class Sweep:
             parent_run_id=self.parent,
             tracking_uri=self.tracker.uri,
             data_fingerprint=self.data_fingerprint,
+            provenance=self.provenance,
             phase=phase,
         )
         return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
@@ -321,7 +324,7 @@ class Sweep:
                 self.tracker.end_run(run.info.run_id, "KILLED")
         data = self.spec.to_dict()
         data["mlflow"]["tracking_uri"] = redact(self.tracker.uri)
-        run_tags = provenance_tags(self.spec.hash(), self.data_fingerprint) | {
+        run_tags = self.provenance.tags(self.spec.hash(), self.data_fingerprint) | {
             Tag.PHASE: name,
             Tag.SWEEP: self.spec.name,
             Tag.MODE: self.spec.sweep.mode,
@@ -372,10 +375,11 @@ def run_sweep(
             "so it is optimistic; add an eval set that the search never sees to judge the winner"
         )
     data_fingerprint = fingerprint(loaded["train"])
+    provenance = Provenance.here()  # this driver's checkout, recorded on every run it creates
     if not state:
         data = spec.to_dict()
         data["mlflow"]["tracking_uri"] = redact(uri)
-        tags = provenance_tags(spec.hash(), data_fingerprint) | {
+        tags = provenance.tags(spec.hash(), data_fingerprint) | {
             Tag.ROLE: SWEEP_ROLE,
             Tag.SWEEP: spec.name,
             Tag.MODE: spec.sweep.mode,
@@ -387,7 +391,7 @@ def run_sweep(
         tracker.log_dict(parent, space.describe(), "search_space.json")
         state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
         _save_state(root, state)
-    sweep = Sweep(spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint)
+    sweep = Sweep(spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance)
     if any(c.mined for c in space.candidates):
         notes += _mine(sweep)
     try:

@@ -6,6 +6,7 @@ best model and drive headless Chromium through the MLflow UI over the same store
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -30,6 +31,7 @@ from lossweep.sweep.tracking import active_uri
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # what the submitting checkout would pass
 
 
 def free_port() -> int:
@@ -127,6 +129,9 @@ def submitted(tmp_path_factory, data_dir, tiny_model_path):
                     str(job_dir),
                     "--submission-id",
                     "lossweep-test",
+                    # The working dir is copied without .git: the submitting checkout's commit travels along.
+                    "--runtime-env-json",
+                    json.dumps({"env_vars": {"LOSSWEEP_GIT_COMMIT": COMMIT, "LOSSWEEP_GIT_DIRTY": "true"}}),
                     "--",
                     "lossweep",
                     "sweep",
@@ -167,6 +172,8 @@ def test_ray_job_submit_runs_the_sweep_into_the_configured_store(submitted):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["lossweep.phase"] for r in children) == ["baseline", "search", "search"]
+    for run in [parents[0], *children]:  # the driver's provenance, on every run it created
+        assert (run.data.tags["lossweep.git_commit"], run.data.tags["lossweep.git_dirty"]) == (COMMIT, "true")
     # Artifacts live beside the database, not in Ray's temporary copy of the working dir.
     assert experiment.artifact_location == (submitted["root"] / "mlartifacts").as_uri()
     assert (submitted["root"] / "mlartifacts").is_dir()

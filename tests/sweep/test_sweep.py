@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from lossweep.losses import get_entry
 from lossweep.sweep.report import report
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.tracking import Tracker
+from lossweep.sweep.tracking import Tracker, git_commit
 from lossweep.sweep.tuning import run_sweep
 
 METRIC = "eval/nli-val/cosine_accuracy"  # selection: rows carved from the training triplets
@@ -106,6 +106,13 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
     lift = verdict.data.metrics[VERDICT] - baseline.data.metrics[VERDICT]
     assert board.best.vs_baseline.value == pytest.approx(lift, abs=1e-6)
     assert "Judged on nli (cosine_accuracy; never seen by the search)" in board.verdict
+    # Every run records the checkout the sweep was started from, though trials are created in Tune's
+    # actors, which run in Ray's own folders.
+    commit, dirty = git_commit()
+    assert commit != "unknown", "the tests run from a git checkout"
+    for run in [parent, *children(uri, parent.info.run_id)]:
+        assert run.data.tags["lossweep.git_commit"] == commit, run.info.run_name
+        assert run.data.tags["lossweep.git_dirty"] == str(dirty).lower()
 
 
 @pytest.mark.slow
