@@ -138,26 +138,41 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Validate, train on Ray (local, or the cluster in RAY_ADDRESS), print where the MLflow run is."""
+    """Validate, train on Ray (local, or the cluster in RAY_ADDRESS) with a progress bar, print the
+    metrics and where the MLflow run is; Ray's own output goes to a log file."""
+    from lossweep.sweep.console import TrainProgress, log_path, terminal
     from lossweep.sweep.runs import TrialFailed
     from lossweep.sweep.spec import SpecError
     from lossweep.sweep.trial import train
 
     try:
         spec = _load(args.spec)
-        result = train(spec, source=args.spec, tracking_uri=args.tracking_uri)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 1
-    except TrialFailed as error:
-        print(f"failed: {error} (recorded on the MLflow run, status FAILED)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept", file=sys.stderr)
-        return 130
-    print(f"finished: MLflow {result.run_url}")
-    for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
-        print(f"  {name} = {result.metrics[name]:.4f}")
+    with terminal(log_path(spec.output_dir, spec.name, "train"), args.verbose) as term:
+
+        def progress(uri: str, run_id: str) -> TrainProgress:
+            bar = TrainProgress(term.out, uri, spec.training.steps)
+            bar.follow(run_id)
+            return bar
+
+        try:
+            result = train(spec, source=args.spec, tracking_uri=args.tracking_uri, watch=progress)
+        except SpecError as error:
+            term.err.print(str(error), markup=False, highlight=False)
+            return 1
+        except TrialFailed as error:
+            term.err.print(f"failed: {error} (recorded on the MLflow run, status FAILED)", markup=False)
+            return 1
+        except KeyboardInterrupt:
+            term.err.print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept")
+            return 130
+        term.out.print("finished:", markup=False)
+        for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
+            term.out.print(f"  {name} = {result.metrics[name]:.4f}", highlight=False)
+        for line in result.links:
+            term.out.print(line, markup=False, highlight=False)
     return 0
 
 
@@ -181,25 +196,48 @@ def print_leaderboard(board, console: Console | None = None) -> None:
     if board.test:
         console.print(f"test: {board.test}")
     console.print(board.verdict)
+    if board.importances:
+        console.print("what mattered (fANOVA share of the selection metric's variance, per loss):")
+        for line in board.importance_lines():
+            console.print(f"  {line}", markup=False, highlight=False)
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    """Run (or --resume) a sweep; print the leaderboard and where the parent MLflow run is."""
+    """Run (or --resume) a sweep with a live table of its trials; print the leaderboard and where the
+    MLflow runs are. Ray's, Tune's and the workers' own output goes to a log file."""
+    from lossweep.sweep.console import SweepMonitor, log_path, terminal
     from lossweep.sweep.spec import SpecError
     from lossweep.sweep.tuning import run_sweep
 
     try:
         spec = _load(args.spec)
-        outcome = run_sweep(spec, source=args.spec, resume=args.resume, tracking_uri=args.tracking_uri)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    for note in outcome.notes:
-        print(f"note: {note}")
-    print_leaderboard(outcome.leaderboard)
-    print(f"sweep parent run: {outcome.run_url}")
+    with terminal(log_path(spec.output_dir, spec.name, "sweep"), args.verbose) as term:
+        try:
+            outcome = run_sweep(
+                spec,
+                source=args.spec,
+                resume=args.resume,
+                tracking_uri=args.tracking_uri,
+                watch=lambda uri, plan: SweepMonitor(term.out, uri, plan),
+            )
+        except SpecError as error:
+            term.err.print(str(error), markup=False, highlight=False)
+            return 1
+        except KeyboardInterrupt:
+            term.err.print(
+                f"interrupted: finished trials and their MLflow runs are kept; resume: lossweep sweep {args.spec} "
+                "--resume",
+                markup=False,
+            )
+            return 130
+        for note in outcome.notes:
+            term.out.print(f"note: {note}", markup=False, highlight=False)
+        print_leaderboard(outcome.leaderboard, term.out)
+        for line in outcome.links:
+            term.out.print(line, markup=False, highlight=False)
     return 0
 
 
@@ -215,7 +253,8 @@ def report_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print_leaderboard(board)
-    print(f"sweep parent run: {tracker.run_url(parent)}")
+    for line in tracker.links(parent):
+        print(line)
     return 0
 
 

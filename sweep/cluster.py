@@ -24,6 +24,8 @@ def ensure_ray(num_cpus: int | None = None):
         return None
     if os.environ.get("RAY_ADDRESS") or _started_cluster_answers():
         return ray.init(log_to_driver=True, configure_logging=False)
+    # One local node has no preemption to watch for; Ray Train's watcher would only log an internal warning.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     port = _free_port()
     # Ray's state API, which Ray Train's placement-group cleaner calls from inside the cluster, finds a
     # local Ray by looking for GCS processes and gives up if this machine runs two; a trial stopped

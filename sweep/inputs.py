@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -17,6 +20,7 @@ from .models import ModelError, load_model, model_dimension, model_fingerprint, 
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
 from .teacher import with_teacher_embeddings, with_teacher_scores
+from .tracking import DataInput
 
 
 def data_dir(spec: Spec) -> Path:
@@ -178,11 +182,11 @@ def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
     return EvalSet(ref, rows=rows)
 
 
-def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[str, datasets.Dataset]:
+def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[str, Any]:
     """Every check that runs before Ray starts; raises SpecError listing all problems.
 
-    Returns the training rows as the data gives them, validation rows held out (key 'train'), so
-    callers need not read them again.
+    Returns what it loaded, so callers need not read it again: the training rows as the data gives
+    them, validation rows held out (key 'train'), and each eval set (by its name).
     """
     problems: list[str] = []  # the spec's own values were checked when it was read
     loaded: dict[str, datasets.Dataset] = {}
@@ -210,7 +214,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[s
                 problems.append(f"train: {error}")
         for i, ref in enumerate(spec.eval):
             try:
-                load_eval(ref, spec)
+                loaded[ref.label] = load_eval(ref, spec)
             except d.DataError as error:
                 problems.append(f"eval[{i}]: {error}")
         if "train" in loaded and not any(p.startswith("loss") for p in problems):
@@ -277,6 +281,31 @@ def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
             f"{sampler} sampler the loss needs (too few distinct texts or labels); lower the batch size or add data"
         ]
     return []
+
+
+def data_inputs(spec: Spec, loaded: dict[str, Any]) -> list[DataInput]:
+    """The training data and each eval set as MLflow dataset inputs: a name, our fingerprint as the
+    digest, where it comes from (the MLflow UI lists them in its Dataset column and filters)."""
+    inputs = [DataInput(_describe(spec.train), d.fingerprint(loaded["train"]), _source(spec.train, spec), "training")]
+    for ref in spec.eval:
+        source = "the training data (held out)" if ref.from_train else _source(ref, spec)
+        inputs.append(DataInput(ref.label, eval_fingerprint(loaded[ref.label]), source, "evaluation"))
+    return inputs
+
+
+def _source(ref: DataRef | EvalRef, spec: Spec) -> str:
+    return f"hf://datasets/{ref.hub}" if ref.hub else str(_local_path(ref, spec))
+
+
+def eval_fingerprint(eval_set: EvalSet) -> str:
+    """A content hash of an eval set: its rows, or its queries, judgements and corpus."""
+    if eval_set.rows is not None:
+        return d.fingerprint(eval_set.rows)
+    data = eval_set.retrieval
+    digest = hashlib.sha256(json.dumps([data.queries, data.qrels], sort_keys=True).encode())
+    for doc_id in sorted(data.corpus):
+        digest.update(f"{doc_id}\t{data.corpus[doc_id]}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _describe(ref: DataRef) -> str:

@@ -69,6 +69,8 @@ class Leaderboard:
     test: str = ""
     verdict: str = ""
     runs: list = field(default_factory=list, repr=False)
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)  # loss -> param -> fANOVA share
+    studies: dict = field(default_factory=dict, repr=False)  # loss -> the Optuna study rebuilt from its trials
 
     @property
     def best(self) -> Row | None:
@@ -112,6 +114,14 @@ class Leaderboard:
         writer.writerows(records)
         return buffer.getvalue()
 
+    def importance_lines(self) -> list[str]:
+        """'loss: param 0.62, param 0.30, ...' per loss, most important first."""
+        lines = []
+        for loss, shares in self.importances.items():
+            ranked = sorted(shares.items(), key=lambda item: -item[1])
+            lines.append(f"{loss}: " + (", ".join(f"{p} {v:.2f}" for p, v in ranked) or "too few distinct trials"))
+        return lines
+
     def to_markdown(self) -> str:
         lines = [f"# Leaderboard ({self.mode}: selected on {self.select_on}, {self.metric})", ""]
         columns, records = self.table()
@@ -119,6 +129,9 @@ class Leaderboard:
         lines.append("|" + "---|" * len(columns))
         lines += ["| " + " | ".join(record) + " |" for record in records]
         lines += ["", f"Test: {self.test}" if self.test else "", "", self.verdict]
+        if self.importances:
+            lines += ["", "What mattered (fANOVA share of the selection metric's variance, per loss):", ""]
+            lines += [f"- {line}" for line in self.importance_lines()]
         return "\n".join(lines).strip() + "\n"
 
     def log(self, tracker, parent_run_id: str) -> None:
@@ -129,6 +142,8 @@ class Leaderboard:
         tracker.client.log_text(parent_run_id, self.to_markdown(), "leaderboard.md")
         for name, figure in sweep_figures(self).items():
             tracker.client.log_figure(parent_run_id, figure, name)
+        if self.importances:
+            tracker.log_dict(parent_run_id, self.importances, "importance.json")
         best = self.best
         if best is not None:
             tracker.set_tags(

@@ -16,11 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def sweep_figures(board) -> dict[str, plt.Figure]:
     """File name -> figure, for the parent run's artifacts."""
+    from .importance import figures
+
     return {
         "plots/score_by_loss.png": _score_by_loss(board),
         "plots/score_by_dim.png": _score_by_dim(board),
         "plots/history.png": _history(board),
-    }
+    } | figures(board.studies)
 
 
 def _score_by_loss(board) -> plt.Figure:

@@ -60,6 +60,7 @@ class Tag:
     TRIAL_CONFIG = "lossweep.trial_config"  # the sampled configuration, JSON
     STATE = "lossweep.trial_state"
     LAST_STEP = "lossweep.last_step"
+    TOTAL_STEPS = "lossweep.total_steps"  # a trial's optimisation steps, for progress displays
     CHECKPOINT = "lossweep.checkpoint"
     ERROR = "lossweep.error"
     FAILURE = "lossweep.failure"  # diverged | out_of_memory

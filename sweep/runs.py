@@ -7,7 +7,7 @@ from . import negatives as neg
 from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
 from .protocol import Tag, TrialState
 from .spec import Spec
-from .tracking import Provenance, Tracker, flatten, redact
+from .tracking import DataInput, Provenance, Tracker, flatten, redact
 
 
 class TrialFailed(RuntimeError):
@@ -20,6 +20,7 @@ def start_trial_run(
     data_fingerprint: str,
     provenance: Provenance,
     *,
+    inputs: list[DataInput] = (),
     parent_run_id: str | None = None,
     tags: dict | None = None,
 ) -> str:
@@ -34,6 +35,7 @@ def start_trial_run(
         run_tags[Tag.NEGATIVES_KEY] = mined[0]
     run_tags |= tags or {}
     run_id = tracker.start_run(spec.mlflow.experiment, spec.name, params, run_tags, data, parent_run_id=parent_run_id)
+    tracker.log_inputs(run_id, list(inputs))
     if mined is not None and mined[1]:
         tracker.log_dict(run_id, mined[1], "negatives.json")
     return run_id

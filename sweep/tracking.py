@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import yaml
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -118,6 +118,24 @@ def git_commit(cwd: Path | None = None) -> tuple[str, bool]:
         return commit, dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """A data set a run trained or was evaluated on, as MLflow records dataset inputs."""
+
+    name: str
+    digest: str  # our content fingerprint
+    source: str  # a local path, or hf://datasets/<id>
+    context: str  # training | evaluation
+
+    def entity(self) -> DatasetInput:
+        kind = "hugging_face" if self.source.startswith("hf://") else "local"
+        source = json.dumps(
+            {"path": self.source.removeprefix("hf://datasets/")} if kind == "hugging_face" else {"uri": self.source}
+        )
+        dataset = Dataset(name=self.name, digest=self.digest, source_type=kind, source=source)
+        return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=self.context)])
 
 
 GIT_COMMIT_ENV, GIT_DIRTY_ENV = "LOSSWEEP_GIT_COMMIT", "LOSSWEEP_GIT_DIRTY"
@@ -256,11 +274,32 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
+    def log_inputs(self, run_id: str, inputs: list[DataInput]) -> None:
+        """Record the data sets a run used (the UI's Dataset column and filters)."""
+        if inputs:
+            self.client.log_inputs(run_id, datasets=[data.entity() for data in inputs])
+
     def log_dict(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_dict(run_id, data, path)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def links(self, run_id: str) -> list[str]:
+        """Where to look at a run in the MLflow UI: its page, and its experiment's runs (a sweep's
+        parent run with its trials nested under it). A local store needs `mlflow ui` first."""
+        experiment = self.client.get_run(run_id).info.experiment_id
+        if self.uri.startswith(("http://", "https://")):
+            base, lines = redact(self.uri).rstrip("/"), []
+        else:
+            base = "http://127.0.0.1:5000"
+            lines = [f"MLflow UI: mlflow ui --backend-store-uri {redact(self.uri)} --host 127.0.0.1 --port 5000, then"]
+        # MLflow 3 remembers one UI mode per browser and starts in GenAI; the parameter picks model training.
+        mode = "workflowType=machine_learning"
+        return lines + [
+            f"  runs:       {base}/#/experiments/{experiment}/runs?{mode}",
+            f"  this run:   {base}/#/experiments/{experiment}/runs/{run_id}?{mode}",
+        ]
 
     def run_url(self, run_id: str) -> str:
         run = self.client.get_run(run_id)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from .data import fingerprint
-from .inputs import complete_loss, resolve_paths, uses_negatives, validate
+from .inputs import complete_loss, data_inputs, resolve_paths, uses_negatives, validate
 from .preflight import preflight
 from .protocol import Tag, TrialState
 from .runs import TrialFailed, close_run, failure_message, raise_if_failed, start_trial_run
@@ -20,12 +23,17 @@ from .tracking import Provenance, Tracker, resolve_tracking_uri, worker_tracking
 from .worker import train_loop
 
 
+def _unwatched(*args) -> AbstractContextManager:
+    return nullcontext()
+
+
 @dataclass
 class TrialResult:
     run_id: str
     metrics: dict[str, float]
     checkpoint_path: str | None
     run_url: str
+    links: list[str]  # the run in the MLflow UI
 
 
 def scaling_config(spec: Spec) -> ScalingConfig:
@@ -39,6 +47,10 @@ def scaling_config(spec: Spec) -> ScalingConfig:
 
 def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks: list | None = None):
     """Fit the TorchTrainer for one trial; a restarted worker group resumes from its last checkpoint."""
+    # Ray Train turns `print` into log records in its workers; dill (inside datasets' fingerprinting)
+    # prints a bytecode listing to a captured stdout, which that turns into log lines. Ray Train passes
+    # this setting on to the workers of the trainer made here.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     storage = str(Path(spec.output_dir).expanduser().resolve())
     trainer = TorchTrainer(
         train_loop,
@@ -56,9 +68,15 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
 
 
 def train(
-    spec: Spec, *, source: str = "spec", tracking_uri: str | None = None, tags: dict[str, str] | None = None
+    spec: Spec,
+    *,
+    source: str = "spec",
+    tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None,
+    watch: Callable[[str, str], AbstractContextManager] | None = None,
 ) -> TrialResult:
-    """`lossweep train`: one trial of the spec, end to end."""
+    """`lossweep train`: one trial of the spec, end to end. `watch(tracking_uri, run_id)` is entered
+    while it trains (a progress display)."""
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded["train"])
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
@@ -66,9 +84,12 @@ def train(
     if uses_negatives(spec, loaded["train"].features):
         mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
     tracker = Tracker(uri)
-    run_id = start_trial_run(spec, tracker, fingerprint(loaded["train"]), Provenance.here(), tags=tags)
+    run_id = start_trial_run(
+        spec, tracker, fingerprint(loaded["train"]), Provenance.here(), inputs=data_inputs(spec, loaded), tags=tags
+    )
     try:
-        result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
+        with (watch or _unwatched)(uri, run_id):
+            result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
         raise_if_failed(tracker, run_id)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
@@ -83,4 +104,4 @@ def train(
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     checkpoint = result.checkpoint.path if result.checkpoint else None
     close_run(tracker, run_id, TrialState.COMPLETED, {Tag.CHECKPOINT: checkpoint} if checkpoint else None)
-    return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id))
+    return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id), tracker.links(run_id))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,8 +33,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from lossweep.losses import config_errors, get_entry
 
+from .console import Plan
 from .data import fingerprint
-from .inputs import complete_loss, resolve_paths, validate
+from .inputs import complete_loss, data_inputs, resolve_paths, validate
 from .leaderboard import Leaderboard
 from .metrics import headline
 from .preflight import preflight
@@ -42,7 +45,7 @@ from .space import Space, build_space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, SpecError, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tasks import mine_negatives, score_model
-from .tracking import Provenance, Tracker, flatten, redact, resolve_tracking_uri
+from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri
 from .trial import run_trainer
 from .verdict import build_leaderboard
 
@@ -91,6 +94,7 @@ def sweep_trial(
     tracking_uri: str,
     data_fingerprint: str,
     provenance: Provenance,
+    inputs: list[DataInput],
     phase: str,
 ) -> None:
     """A Tune trial: the trial's spec, its MLflow child run (found again on resume), a Ray Train run."""
@@ -117,7 +121,13 @@ def sweep_trial(
         }
         run_name = f"{trial.loss_label()} {trial_id}"
         run_id = start_trial_run(
-            trial.replace(name=run_name), tracker, data_fingerprint, provenance, parent_run_id=parent_run_id, tags=tags
+            trial.replace(name=run_name),
+            tracker,
+            data_fingerprint,
+            provenance,
+            inputs=inputs,
+            parent_run_id=parent_run_id,
+            tags=tags,
         )
     run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
@@ -187,7 +197,8 @@ def _run_phase(
             param_space=param_space,
             tune_config=tune.TuneConfig(**tune_config),  # metric and mode live in the searcher and scheduler
             # A fresh list per Tuner: Tune appends its own reporter to the list it is given.
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks), verbose=1),
+            # verbose=0: lossweep shows its own table of trials (console.py); Tune's goes nowhere.
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks), verbose=0),
         )
     return tuner.fit()
 
@@ -241,6 +252,7 @@ class SweepOutcome:
     leaderboard: Leaderboard
     run_url: str
     notes: list[str]
+    links: list[str]  # the parent run and the experiment's runs in the MLflow UI
 
 
 def _load_state(root: Path) -> dict:
@@ -270,6 +282,7 @@ class Sweep:
     resume: bool
     data_fingerprint: str
     provenance: Provenance
+    inputs: list[DataInput]
 
     @property
     def metric(self) -> str:
@@ -284,6 +297,7 @@ class Sweep:
             tracking_uri=self.tracker.uri,
             data_fingerprint=self.data_fingerprint,
             provenance=self.provenance,
+            inputs=self.inputs,
             phase=phase,
         )
         return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
@@ -336,6 +350,7 @@ class Sweep:
             run_tags | tags,
             parent_run_id=self.parent,
         )
+        self.tracker.log_inputs(run_id, [data for data in self.inputs if data.name in sets])
         score_model(self.spec, model, sets, self.tracker.uri, run_id, step)
         self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
         self.tracker.end_run(run_id, "FINISHED")
@@ -343,9 +358,17 @@ class Sweep:
 
 
 def run_sweep(
-    spec: Spec, *, source: str = "spec", resume: bool = False, tracking_uri: str | None = None
+    spec: Spec,
+    *,
+    source: str = "spec",
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    watch: Callable[[str, Plan], AbstractContextManager] | None = None,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep a spec describes; returns the leaderboard and the parent run."""
+    """Run (or resume) the sweep a spec describes; returns the leaderboard and the parent run.
+
+    `watch(tracking_uri, plan)` is entered while the trials run (the live table of trials).
+    """
     if spec.sweep is None:
         raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
     loaded = validate(spec, source)
@@ -376,6 +399,7 @@ def run_sweep(
         )
     data_fingerprint = fingerprint(loaded["train"])
     provenance = Provenance.here()  # this driver's checkout, recorded on every run it creates
+    inputs = data_inputs(spec, loaded)
     if not state:
         data = spec.to_dict()
         data["mlflow"]["tracking_uri"] = redact(uri)
@@ -388,26 +412,39 @@ def run_sweep(
             Tag.VERDICT_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
         }
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
+        tracker.log_inputs(parent, inputs)
         tracker.log_dict(parent, space.describe(), "search_space.json")
         state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
         _save_state(root, state)
-    sweep = Sweep(spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance)
+    sweep = Sweep(
+        spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
+    )
     if any(c.mined for c in space.candidates):
         notes += _mine(sweep)
-    try:
+    plan = Plan(
+        sweep.parent, _planned_trials(spec, space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
+    )
+    with (watch or (lambda uri, plan: nullcontext()))(uri, plan):
         if spec.sweep.mode == "search":
             _search(sweep)
         else:
             _compare(sweep)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: finished trials and their MLflow runs are kept; resume: lossweep sweep {source} --resume"
-        )
-        raise
     board = build_leaderboard(tracker, sweep.parent)
     board.log(tracker, sweep.parent)
     tracker.end_run(sweep.parent, "FINISHED")
-    return SweepOutcome(sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes)
+    return SweepOutcome(
+        sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes, tracker.links(sweep.parent)
+    )
+
+
+def _planned_trials(spec: Spec, space: Space) -> int:
+    """How many trials the sweep trains (a grid's size, else trials per study, and a compare's seeds)."""
+    studies = [space] if spec.sweep.mode == "search" else [space.only(c.name) for c in space.candidates]
+    if spec.sweep.sampler == "grid":
+        tuning = sum(len(grid_configs(study)) for study in studies)
+    else:
+        tuning = spec.sweep.trials * len(studies)
+    return tuning + (len(space.candidates) * spec.sweep.seeds if spec.sweep.mode == "compare" else 0)
 
 
 def _mine(sweep: Sweep) -> list[str]:

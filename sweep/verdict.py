@@ -20,10 +20,12 @@ import math
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .evaluate import PER_QUERY_ARTIFACT
+from .importance import importances, studies
 from .leaderboard import Budget, Leaderboard, Row, readable, short
 from .protocol import Phase, Tag, TrialState
 from .space import decode_config
@@ -60,7 +62,19 @@ def build_leaderboard(tracker: Tracker, parent_run_id: str) -> Leaderboard:
         _compare(board, by_phase, judge, params)
     else:
         _search(board, by_phase, judge)
+    board.studies = studies(runs, metric, _artifact(tracker, parent_run_id, "search_space.json") or {})
+    board.importances = {loss: importances(study) for loss, study in board.studies.items()}
     return board
+
+
+def _artifact(tracker: Tracker, run_id: str, path: str) -> Any:
+    """A JSON artifact of a run, or None."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = tracker.client.download_artifacts(run_id, path, tmp)
+        except Exception:  # not logged
+            return None
+        return json.loads(Path(local).read_text())
 
 
 # --- Reading runs ------------------------------------------------------------------------------------------
@@ -113,12 +127,8 @@ class _Judge:
     def items(self, run) -> dict[str, float] | None:
         if self.metric is None:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self.tracker.client.download_artifacts(run.info.run_id, PER_QUERY_ARTIFACT, tmp)
-            except Exception:  # no artifact: an STS metric, or a run that failed before the end
-                return None
-            return json.loads(Path(path).read_text()).get(self.metric)
+        per_item = _artifact(self.tracker, run.info.run_id, PER_QUERY_ARTIFACT)  # None: STS, or a failed run
+        return None if per_item is None else per_item.get(self.metric)
 
     def single(self, run) -> Interval | None:
         """One run's verdict score; its interval over queries where there are per-query values."""

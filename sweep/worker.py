@@ -185,7 +185,7 @@ def record_attempt(trial: Trial) -> None:
         return
     tags = trial.tracker.client.get_run(trial.run_id).data.tags
     attempts = int(tags.get(Tag.ATTEMPTS, "0")) + 1
-    update = {Tag.ATTEMPTS: str(attempts)}
+    update = {Tag.ATTEMPTS: str(attempts), Tag.TOTAL_STEPS: str(trial.steps)}
     if attempts > 1:
         update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(trial.start)}
     trial.tracker.set_tags(trial.run_id, update)
@@ -258,6 +258,7 @@ def _optimise(trial: Trial) -> float:
             trial.tracker.log_metrics(
                 trial.run_id,
                 {
+                    "train/step": done,
                     "train/loss": last_loss,
                     "train/learning_rate": trial.scheduler.get_last_lr()[0],
                     "train/samples_per_second": window[1] * spec.training.batch_size / seconds,

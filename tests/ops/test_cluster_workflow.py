@@ -164,7 +164,7 @@ def test_ray_job_submit_runs_the_sweep_into_the_configured_store(submitted):
     job = submitted["job"]
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "Job 'lossweep-test' succeeded" in job.stdout + job.stderr
-    assert "leaderboard: search" in submitted["logs"] and "sweep parent run:" in submitted["logs"]
+    assert "leaderboard: search" in submitted["logs"] and "this run:" in submitted["logs"]
     client = MlflowClient(submitted["uri"])
     experiment = client.get_experiment_by_name("jobs")
     runs = client.search_runs([experiment.experiment_id])
@@ -248,14 +248,25 @@ def test_mlflow_ui_shows_the_sweep_in_headless_chromium(submitted):
                     "--no-first-run",
                 ],
             )
-            page = browser.new_page(viewport={"width": 1500, "height": 900})
-            # The experiment's runs table: the sweep's parent run, expanded to its child runs.
-            page.goto(f"{base}/#/experiments/{experiment}/runs")
+            # README's walkthrough in a fresh browser (a new context: no stored UI settings). MLflow 3
+            # opens on GenAI; the "Model training" switch, then the experiment, gives the runs table.
+            page = browser.new_context(viewport={"width": 1500, "height": 900}).new_page()
+            page.goto(base)
+            page.get_by_text("Model training").first.click()
+            page.get_by_text("jobs", exact=True).first.click()
             page.get_by_text("job-sweep").first.wait_for(timeout=60_000)
+            assert "/runs" in page.url and "workflowType=machine_learning" in page.url, page.url
+            # The sweep's parent run, expanded to its child runs, each with its training data set.
             page.locator("[role=row]", has_text="job-sweep").first.locator("button").first.click()
             for name in child_names:
                 page.get_by_text(name[:20]).first.wait_for(timeout=30_000)
+            page.get_by_text("snli (split dev, view triplets)").first.wait_for(timeout=30_000)
             page.screenshot(path=SCREENSHOTS / "mlflow-sweep-runs.png")
+            # The direct link a sweep prints ends on the same table, from a fresh browser too.
+            fresh = browser.new_context(viewport={"width": 1500, "height": 900}).new_page()
+            fresh.goto(f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning")
+            fresh.get_by_text("job-sweep").first.wait_for(timeout=60_000)
+            assert fresh.get_by_text("Training runs").count() + fresh.get_by_text("Runs").count() > 0
             # The parent run's artifacts: the leaderboard, rendered.
             page.goto(f"{base}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
             page.get_by_text("leaderboard.csv").first.wait_for(timeout=60_000)

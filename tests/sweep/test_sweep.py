@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +19,9 @@ from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker, git_commit
 from lossweep.sweep.tuning import run_sweep
 
+# What a sweep's terminal never shows: bytecode listings, Ray's internal warnings, progress bars of
+# the workers, Tune's own status tables.
+NOISE = ("LOAD_GLOBAL", "RETURN_VALUE", "core_worker.cc", "PreemptionWatcher", "Loading weights", "Trial status:")
 METRIC = "eval/nli-val/cosine_accuracy"  # selection: rows carved from the training triplets
 VERDICT = "eval/nli/cosine_accuracy"  # verdict: SNLI test, scored only once every choice is made
 
@@ -113,6 +117,11 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
     for run in [parent, *children(uri, parent.info.run_id)]:
         assert run.data.tags["lossweep.git_commit"] == commit, run.info.run_name
         assert run.data.tags["lossweep.git_dirty"] == str(dirty).lower()
+    # The data each trial used, as MLflow dataset inputs: the UI's Dataset column shows them.
+    for run in runs:
+        recorded = {(d.dataset.name, d.tags[0].value): d.dataset.digest for d in run.inputs.dataset_inputs}
+        assert recorded[("snli (split dev, view triplets)", "training")] == run.data.tags["lossweep.data_fingerprint"]
+        assert {name for name, context in recorded if context == "evaluation"} == {"nli-val", "nli"}
 
 
 @pytest.mark.slow
@@ -197,6 +206,18 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
     # When it is resumed
     second = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    # Then the terminal showed lossweep's table and verdict, and Ray's own output went to the log file
+    for shown in (output, second.stdout + second.stderr):
+        for noise in NOISE:
+            assert noise not in shown, f"{noise!r} reached the terminal:\n{shown[-3000:]}"
+    for column in ("trial", "phase", "loss", "params", "step", "train loss", "cosine_accuracy", "state", "elapsed"):
+        assert column in second.stdout
+    assert (
+        "leaderboard: search" in second.stdout and "runs:       http://127.0.0.1:5000/#/experiments/" in second.stdout
+    )
+    log = Path(second.stdout.split("logs of Ray and the workers: ", 1)[1].split()[0])
+    assert "RayTrainWorker" in log.read_text() or "TrainController" in log.read_text()
 
     # Then every trial ran once, in one MLflow run, and the finished ones were not rerun
     parent = json.loads((tmp_path / "runs" / "unit-resume" / "sweep.json").read_text())["parent_run_id"]
