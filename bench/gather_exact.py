@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from common import DATA_DIR, fmt, parser, summary, table, write
+from safetensors.torch import load_file
 
 from lossweep.losses import LossConfig, build_loss
 from lossweep.sweep.data import beir_pairs
@@ -51,8 +52,8 @@ def final_weights(loss: str, data: dict, workers: int, model: str, steps: int, r
         }
     )
     result = train(spec, tracking_uri=f"sqlite:///{root}/mlflow.db")
-    state = torch.load(Path(result.checkpoint_path) / "state.pt", map_location="cpu", weights_only=False)
-    return state["model"]
+    tensors = load_file(str(Path(result.checkpoint_path) / "weights.safetensors"))
+    return {name.removeprefix("model."): value for name, value in tensors.items() if name.startswith("model.")}
 
 
 def _step_times(rank: int, world: int, model_dir: str, gathered: bool, steps: int, port: int, out: str) -> None:

@@ -139,24 +139,24 @@ def replay(
     from ray import tune
 
     from lossweep.sweep.space import build_space as space_of
-    from lossweep.sweep.tuning import _scheduler, _searcher
+    from lossweep.sweep.tuning import SEARCH_STUDY, _search_args
 
-    spec = parse_spec(spec_dict | {"sweep": spec_dict["sweep"] | {"seed": seed, "sampler": sampler}})
+    scheduler = "asha" if sampler == "tpe" else "none"
+    spec = parse_spec(
+        spec_dict
+        | {"sweep": spec_dict["sweep"] | {"seed": seed, "sampler": sampler, "scheduler": scheduler, "trials": trials}}
+    )
     space, _ = space_of(spec, None)
 
     def trainable(config: dict) -> None:
-        for i, value in enumerate(curves[key(config)]):
+        for i, value in enumerate(curves[key(config["trial"])]):
             tune.report({"step": (i + 1) * rung, METRIC: value})
 
-    scheduler = _scheduler(spec, METRIC) if sampler == "tpe" else None
+    args, _ = _search_args(spec, {SEARCH_STUDY: space}, METRIC)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec, space, METRIC),
-            scheduler=scheduler,
-            num_samples=trials,
-            max_concurrent_trials=1,
-            reuse_actors=True,
+            **(args["tune_config"] | {"num_samples": trials, "max_concurrent_trials": 1}), reuse_actors=True
         ),
         run_config=tune.RunConfig(
             storage_path=tempfile.mkdtemp(prefix="bench-tune-"),

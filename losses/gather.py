@@ -263,8 +263,9 @@ def average_gradients(parameters: Iterable[nn.Parameter], bucket_bytes: int = 64
 
 
 def _reduce_bucket(grads: list[Tensor], n: int) -> None:
-    flat = torch._utils._flatten_dense_tensors(grads)
+    """One all-reduce for a bucket of gradients: flattened into one tensor, averaged, copied back."""
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat)
     flat.div_(n)
-    for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
-        grad.copy_(synced)
+    for grad, synced in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+        grad.copy_(synced.view_as(grad))

@@ -153,6 +153,7 @@ def train_command(args: argparse.Namespace) -> int:
     with terminal(log_path(spec.output_dir, spec.name, "train"), args.verbose) as term:
 
         def progress(uri: str, run_id: str) -> TrainProgress:
+            term.keep_log()
             bar = TrainProgress(term.out, uri, spec.training.steps)
             bar.follow(run_id)
             return bar
@@ -160,10 +161,10 @@ def train_command(args: argparse.Namespace) -> int:
         try:
             result = train(spec, source=args.spec, tracking_uri=args.tracking_uri, watch=progress)
         except SpecError as error:
-            term.err.print(str(error), markup=False, highlight=False)
+            term.err.print(str(error), markup=False, highlight=False, soft_wrap=True)
             return 1
         except TrialFailed as error:
-            term.err.print(f"failed: {error} (recorded on the MLflow run, status FAILED)", markup=False)
+            term.err.print(f"failed: {error} (recorded on the MLflow run, status FAILED)", markup=False, soft_wrap=True)
             return 1
         except KeyboardInterrupt:
             term.err.print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept")
@@ -172,7 +173,7 @@ def train_command(args: argparse.Namespace) -> int:
         for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
             term.out.print(f"  {name} = {result.metrics[name]:.4f}", highlight=False)
         for line in result.links:
-            term.out.print(line, markup=False, highlight=False)
+            term.out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -199,7 +200,7 @@ def print_leaderboard(board, console: Console | None = None) -> None:
     if board.importances:
         console.print("what mattered (fANOVA share of the selection metric's variance, per loss):")
         for line in board.importance_lines():
-            console.print(f"  {line}", markup=False, highlight=False)
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -215,29 +216,35 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 1
     with terminal(log_path(spec.output_dir, spec.name, "sweep"), args.verbose) as term:
+
+        def watch(uri: str, plan) -> SweepMonitor:
+            term.keep_log()  # the sweep has started: its log stays
+            return SweepMonitor(term.out, uri, plan)
+
         try:
             outcome = run_sweep(
                 spec,
                 source=args.spec,
                 resume=args.resume,
                 tracking_uri=args.tracking_uri,
-                watch=lambda uri, plan: SweepMonitor(term.out, uri, plan),
+                watch=watch,
             )
         except SpecError as error:
-            term.err.print(str(error), markup=False, highlight=False)
+            term.err.print(str(error), markup=False, highlight=False, soft_wrap=True)
             return 1
         except KeyboardInterrupt:
             term.err.print(
                 f"interrupted: finished trials and their MLflow runs are kept; resume: lossweep sweep {args.spec} "
                 "--resume",
                 markup=False,
+                soft_wrap=True,
             )
             return 130
         for note in outcome.notes:
-            term.out.print(f"note: {note}", markup=False, highlight=False)
+            term.out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         print_leaderboard(outcome.leaderboard, term.out)
         for line in outcome.links:
-            term.out.print(line, markup=False, highlight=False)
+            term.out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

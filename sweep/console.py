@@ -8,9 +8,11 @@ they show the same numbers as the MLflow UI, for trials on any node of a cluster
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,28 +41,40 @@ class Terminal:
     out: Console
     err: Console
     log: Path | None = None
+    kept: bool = False
+
+    def keep_log(self) -> None:
+        """The run has started: keep the log (a command refused before it starts leaves none) and
+        say once where it is."""
+        if self.log is not None and not self.kept:
+            self.kept = True
+            self.out.print(f"[dim]logs of Ray and the workers: {self.log}[/]")
 
 
 @contextmanager
 def terminal(log: Path, verbose: bool = False) -> Iterator[Terminal]:
     """Send this process's standard output and error, and those of every process it starts (a local
-    Ray, its workers), to `log`; lossweep writes to the terminal through the consoles it yields."""
+    Ray, its workers), to `log`; lossweep writes to the terminal through the consoles it yields.
+    Unless `keep_log()` is called, the log and the folders made for it are removed at the end."""
     if verbose:
         yield Terminal(Console(), Console(stderr=True))
         return
-    log.parent.mkdir(parents=True, exist_ok=True)
+    made = [folder for folder in (*reversed(log.parents),) if not folder.exists()]
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only output folder (preflight says so): a temporary log
+        made, log = [], Path(tempfile.mkdtemp(prefix="lossweep-logs-")) / log.name
     sys.stdout.flush()
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     out = os.fdopen(os.dup(saved_out), "w", buffering=1)
     err = os.fdopen(os.dup(saved_err), "w", buffering=1)
     target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    console = Console(file=out, width=None if out.isatty() else 160)
-    console.print(f"[dim]logs of Ray and the workers: {log}[/]")
     os.dup2(target, 1)
     os.dup2(target, 2)
+    term = Terminal(_console(out), _console(err, stderr=True), log)
     try:
-        yield Terminal(console, Console(file=err, stderr=True, width=None if err.isatty() else 160), log)
+        yield term
     finally:
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
@@ -73,6 +87,15 @@ def terminal(log: Path, verbose: bool = False) -> Iterator[Terminal]:
             os.close(fd)
         out.close()
         err.close()
+        if not term.kept:
+            log.unlink(missing_ok=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+def _console(stream, stderr: bool = False) -> Console:
+    return Console(file=stream, stderr=stderr, width=None if stream.isatty() else 160)
 
 
 def log_path(output_dir: str, name: str, command: str) -> Path:

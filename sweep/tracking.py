@@ -332,9 +332,7 @@ def active_uri(uri: str) -> Iterator[None]:
     `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI for subprocesses; left behind, that
     variable would redirect every later run of this process, so both are put back as they were.
     """
-    from mlflow.tracking._tracking_service import utils
-
-    before = utils._tracking_uri
+    before = mlflow.get_tracking_uri()
     with environment(MLFLOW_TRACKING_URI=uri):
         mlflow.set_tracking_uri(uri)
         try:

@@ -419,12 +419,12 @@ def run_sweep(
     sweep = Sweep(
         spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
     )
-    if any(c.mined for c in space.candidates):
-        notes += _mine(sweep)
     plan = Plan(
         sweep.parent, _planned_trials(spec, space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
     )
     with (watch or (lambda uri, plan: nullcontext()))(uri, plan):
+        if any(c.mined for c in space.candidates):
+            notes += _mine(sweep)
         if spec.sweep.mode == "search":
             _search(sweep)
         else:

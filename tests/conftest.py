@@ -35,6 +35,10 @@ SHARED_FIXTURE = ("ops/test_cluster_workflow.py", "losses/test_gather_equivalenc
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    # Tests that read ../shared/data are marked `data`: `pytest -m "not data"` runs the rest anywhere.
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
     # Longest first, then the other slow ones, then the quick ones, which fill the gaps at the end.
     items.sort(key=lambda item: (item.path.name not in LONGEST, item.get_closest_marker("slow") is None))
 

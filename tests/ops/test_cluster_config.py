@@ -9,6 +9,8 @@ import pytest
 import ray
 import yaml
 from jsonschema.exceptions import ValidationError
+
+# No public API validates a cluster-launcher config offline; `ray up` itself calls these two.
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster.yaml").read_text())

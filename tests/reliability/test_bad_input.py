@@ -179,7 +179,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_bad_input_fails_clearly_and_leaves_nothing(name, base, ray_local, data_dir, tmp_path, capsys):
+def test_bad_input_fails_clearly_and_leaves_nothing(name, base, ray_local, data_dir, tmp_path, capfd):
     given = CASES[name]
     path = tmp_path / "spec.yaml"
     if given["raw"] is not None:
@@ -193,7 +193,7 @@ def test_bad_input_fails_clearly_and_leaves_nothing(name, base, ray_local, data_
     store_option = [] if given["own_store"] else ["--tracking-uri", f"sqlite:///{store}"]
     code = main([given["command"], str(path), *store_option])
 
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert code != 0
     assert given["expected"] in err, err
     assert f"{path}: 1 error" in err, err  # the message names the spec file...
