@@ -139,7 +139,7 @@ def replay(
     from ray import tune
 
     from lossweep.sweep.space import build_space as space_of
-    from lossweep.sweep.tuning import SEARCH_STUDY, _search_args
+    from lossweep.sweep.tuning import SEARCH_STUDY, search_args
 
     scheduler = "asha" if sampler == "tpe" else "none"
     spec = parse_spec(
@@ -152,7 +152,7 @@ def replay(
         for i, value in enumerate(curves[key(config["trial"])]):
             tune.report({"step": (i + 1) * rung, METRIC: value})
 
-    args, _ = _search_args(spec, {SEARCH_STUDY: space}, METRIC)
+    args, _ = search_args(spec, {SEARCH_STUDY: space}, METRIC)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

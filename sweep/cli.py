@@ -177,38 +177,12 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_leaderboard(board, console: Console | None = None) -> None:
-    """The verdict table, the budget table (with each loss's configuration), the test and the verdict."""
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
-    titles = {
-        "verdict": f"leaderboard: {board.mode}, selected on {board.select_on} ({board.metric})",
-        "budget": "what each loss used"
-        + (" (tuning + seed runs)" if board.mode == "compare" else "")
-        + ", and its chosen configuration",
-    }
-    for part, title in titles.items():
-        columns, records = board.table(part)
-        table = Table(title=title)
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for record in records:
-            table.add_row(*record)
-        console.print(table)
-    if board.test:
-        console.print(f"test: {board.test}")
-    console.print(board.verdict)
-    if board.importances:
-        console.print("what mattered (fANOVA share of the selection metric's variance, per loss):")
-        for line in board.importance_lines():
-            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
-
-
 def sweep_command(args: argparse.Namespace) -> int:
     """Run (or --resume) a sweep with a live table of its trials; print the leaderboard and where the
     MLflow runs are. Ray's, Tune's and the workers' own output goes to a log file."""
-    from lossweep.sweep.console import SweepMonitor, log_path, terminal
+    from lossweep.sweep.console import SweepMonitor, log_path, print_leaderboard, terminal
+    from lossweep.sweep.phases import run_sweep
     from lossweep.sweep.spec import SpecError
-    from lossweep.sweep.tuning import run_sweep
 
     try:
         spec = _load(args.spec)
@@ -250,6 +224,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """Re-render a sweep's leaderboard and plots from MLflow alone."""
+    from lossweep.sweep.console import print_leaderboard
     from lossweep.sweep.report import report
     from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
 

@@ -104,6 +104,32 @@ def log_path(output_dir: str, name: str, command: str) -> Path:
     return Path(output_dir).expanduser() / name / "logs" / f"{command}-{stamp}.log"
 
 
+def print_leaderboard(board, console: Console | None = None) -> None:
+    """The verdict table, the budget table (with each loss's configuration), the test and the verdict."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    titles = {
+        "verdict": f"leaderboard: {board.mode}, selected on {board.select_on} ({board.metric})",
+        "budget": "what each loss used"
+        + (" (tuning + seed runs)" if board.mode == "compare" else "")
+        + ", and its chosen configuration",
+    }
+    for part, title in titles.items():
+        columns, records = board.table(part)
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for record in records:
+            table.add_row(*record)
+        console.print(table)
+    if board.test:
+        console.print(f"test: {board.test}")
+    console.print(board.verdict)
+    if board.importances:
+        console.print("what mattered (fANOVA share of the selection metric's variance, per loss):")
+        for line in board.importance_lines():
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 # --- A sweep: the live table of trials ----------------------------------------------------------------------
 
 

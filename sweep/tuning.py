@@ -1,28 +1,14 @@
-"""Sweeps: Ray Tune + Optuna over losses and their hyperparameters; every trial a Ray Train run.
-
-Two modes, and one rule: the eval set named by `sweep.select_on` (default: the first) drives every
-search decision; the other eval sets give the verdict and are scored only once those decisions are
-made.
-- `search`: the loss is one more categorical; TPE (seeded, conditional) looks for the best
-  configuration on the selection set, ASHA stops hopeless trials early. Then the winner's checkpoint
-  and the untrained model are scored on the verdict sets.
-- `compare`: the fair shoot-out. Every candidate loss gets the same tuning budget (same trials, same
-  steps, its own TPE study and its own ASHA), and the studies run side by side; each loss's best
-  configuration that ran its whole budget is then re-trained with k fresh seeds and judged on the
-  verdict sets beside the untrained model (`verdict.py` does the statistics).
+"""Ray Tune for a sweep: the trial function, how a trial's MLflow run is closed, one phase of trials.
 
 Each trial is a Tune function trainable that runs a `TorchTrainer` (Ray Train V2's pattern, with
-`TuneReportCallback` forwarding the workers' reports). MLflow: a parent run per sweep, one nested
-child run per trial, found again by its Tune trial id so `--resume` never duplicates a run.
+`TuneReportCallback` forwarding the workers' reports). Its MLflow child run is found again by its
+Tune trial id, so `--resume` never duplicates a run. Searches and tuning trials score the selection
+set only; a compare's seed runs score every set, once, at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,25 +17,17 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from lossweep.losses import config_errors, get_entry
+from lossweep.losses import config_errors
 
-from .console import Plan
-from .data import fingerprint
-from .inputs import complete_loss, data_inputs, resolve_paths, validate
-from .leaderboard import Leaderboard
 from .metrics import headline
-from .preflight import preflight
-from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
+from .protocol import Phase, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
-from .space import Space, build_space, grid_configs, trial_spec
-from .spec import EvalRef, Spec, SpecError, parse_spec
+from .space import Space, grid_configs, trial_spec
+from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
-from .tasks import mine_negatives, score_model
-from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri
+from .tracking import DataInput, Provenance, Tracker
 from .trial import run_trainer
-from .verdict import build_leaderboard
 
-STATE_FILE = "sweep.json"
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
 # costs `workers x resources per worker`). Tune refuses an empty request, and any CPU share would
 # leave the workers one short on a full node; one byte of Ray's `memory` resource schedules anywhere.
@@ -178,7 +156,7 @@ class CloseChildRuns(tune.Callback):
 # --- A Tune phase --------------------------------------------------------------------------------------
 
 
-def _run_phase(
+def run_phase(
     name: str,
     trainable,
     *,
@@ -203,7 +181,7 @@ def _run_phase(
     return tuner.fit()
 
 
-def _search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dict[str, Any], int]:
+def search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dict[str, Any], int]:
     """Tuner arguments for a search or tuning phase (one study per entry of `studies`), and its trials."""
     sweep = spec.sweep
     by_loss = len(studies) > 1 or SEARCH_STUDY not in studies
@@ -241,301 +219,3 @@ def _search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[di
             "max_concurrent_trials": sweep.max_concurrent,
         },
     }, total
-
-
-# --- The driver ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepOutcome:
-    parent_run_id: str
-    leaderboard: Leaderboard
-    run_url: str
-    notes: list[str]
-    links: list[str]  # the parent run and the experiment's runs in the MLflow UI
-
-
-def _load_state(root: Path) -> dict:
-    path = root / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _save_state(root: Path, state: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a stop) before a phase finished; its state is saved for `--resume`."""
-
-
-@dataclass
-class Sweep:
-    """A sweep under way: its spec, space, tracking store, parent run and saved state."""
-
-    spec: Spec
-    space: Space
-    tracker: Tracker
-    parent: str
-    root: Path
-    state: dict
-    resume: bool
-    data_fingerprint: str
-    provenance: Provenance
-    inputs: list[DataInput]
-
-    @property
-    def metric(self) -> str:
-        return sweep_metric(self.spec)
-
-    def trainable(self, phase: str):
-        trial = tune.with_parameters(
-            sweep_trial,
-            spec_data=self.spec.to_dict(),
-            space=self.space,
-            parent_run_id=self.parent,
-            tracking_uri=self.tracker.uri,
-            data_fingerprint=self.data_fingerprint,
-            provenance=self.provenance,
-            inputs=self.inputs,
-            phase=phase,
-        )
-        return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
-
-    def tune_phase(self, name: str, args: dict[str, Any], expected: int) -> None:
-        """Run a Tune phase unless a previous run of this sweep finished it.
-
-        Tune catches Ctrl-C itself, saves the experiment (running trials as running) and returns, but
-        then marks the trials it stopped as terminated. So a phase is done only when each of its
-        trials failed in Tune or had its MLflow run closed as completed, pruned or failed.
-        """
-        if name in self.state["phases_done"]:
-            return
-        callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps)]
-        grid = _run_phase(
-            name, self.trainable(name), storage=self.root, resume=self.resume, callbacks=callbacks, **args
-        )
-        closed = {
-            r.data.tags.get(Tag.TRIAL_ID)
-            for r in self.tracker.children(self.parent)
-            if r.data.tags.get(Tag.PHASE) == name and r.data.tags.get(Tag.STATE) in TrialState.closed()
-        }
-        ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
-        if ended < expected:
-            raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
-        self.done(name)
-
-    def done(self, name: str) -> None:
-        self.state["phases_done"].append(name)
-        _save_state(self.root, self.state)
-
-    def score_phase(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int) -> None:
-        """Score a model that is not trained here (a Ray task) into a child run of its own."""
-        if name in self.state["phases_done"] or not sets:
-            return
-        for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
-            if run.data.tags.get(Tag.PHASE) == name and run.info.status == "RUNNING":
-                self.tracker.end_run(run.info.run_id, "KILLED")
-        data = self.spec.to_dict()
-        data["mlflow"]["tracking_uri"] = redact(self.tracker.uri)
-        run_tags = self.provenance.tags(self.spec.hash(), self.data_fingerprint) | {
-            Tag.PHASE: name,
-            Tag.SWEEP: self.spec.name,
-            Tag.MODE: self.spec.sweep.mode,
-        }
-        run_id = self.tracker.start_run(
-            self.spec.mlflow.experiment,
-            f"{tags[Tag.LOSS]} ({name})",
-            {"model": model, "eval.sets": json.dumps(sets)},
-            run_tags | tags,
-            parent_run_id=self.parent,
-        )
-        self.tracker.log_inputs(run_id, [data for data in self.inputs if data.name in sets])
-        score_model(self.spec, model, sets, self.tracker.uri, run_id, step)
-        self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
-        self.tracker.end_run(run_id, "FINISHED")
-        self.done(name)
-
-
-def run_sweep(
-    spec: Spec,
-    *,
-    source: str = "spec",
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    watch: Callable[[str, Plan], AbstractContextManager] | None = None,
-) -> SweepOutcome:
-    """Run (or resume) the sweep a spec describes; returns the leaderboard and the parent run.
-
-    `watch(tracking_uri, plan)` is entered while the trials run (the live table of trials).
-    """
-    if spec.sweep is None:
-        raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
-    loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded["train"])
-    root = Path(spec.output_dir) / spec.name
-    state = _load_state(root)
-    if state and not resume:
-        raise SpecError(
-            source,
-            [f"name: a sweep named {spec.name!r} already exists in {root}; resume it with --resume, or rename it"],
-        )
-    notes_start = [] if state or not resume else [f"no earlier sweep named {spec.name!r} in {root}: starting it"]
-    resume = resume and bool(state)
-    if state and state["spec_hash"] != spec.hash():
-        raise SpecError(
-            source, [f"--resume: the spec changed since {spec.name!r} started; rename it to start a new sweep"]
-        )
-
-    uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
-    preflight(spec, source, uri)
-    tracker = Tracker(uri)
-    space, notes = build_space(spec, loaded["train"])
-    space = _with_data_params(space, loaded["train"])
-    if not spec.verdict_sets():
-        notes.append(
-            f"no verdict set: the best score is measured on {spec.selection_set().label!r}, the set that chose it, "
-            "so it is optimistic; add an eval set that the search never sees to judge the winner"
-        )
-    data_fingerprint = fingerprint(loaded["train"])
-    provenance = Provenance.here()  # this driver's checkout, recorded on every run it creates
-    inputs = data_inputs(spec, loaded)
-    if not state:
-        data = spec.to_dict()
-        data["mlflow"]["tracking_uri"] = redact(uri)
-        tags = provenance.tags(spec.hash(), data_fingerprint) | {
-            Tag.ROLE: SWEEP_ROLE,
-            Tag.SWEEP: spec.name,
-            Tag.MODE: spec.sweep.mode,
-            Tag.METRIC: sweep_metric(spec),
-            Tag.SELECT_ON: spec.selection_set().label,
-            Tag.VERDICT_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
-        }
-        parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
-        tracker.log_inputs(parent, inputs)
-        tracker.log_dict(parent, space.describe(), "search_space.json")
-        state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
-        _save_state(root, state)
-    sweep = Sweep(
-        spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
-    )
-    plan = Plan(
-        sweep.parent, _planned_trials(spec, space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
-    )
-    with (watch or (lambda uri, plan: nullcontext()))(uri, plan):
-        if any(c.mined for c in space.candidates):
-            notes += _mine(sweep)
-        if spec.sweep.mode == "search":
-            _search(sweep)
-        else:
-            _compare(sweep)
-    board = build_leaderboard(tracker, sweep.parent)
-    board.log(tracker, sweep.parent)
-    tracker.end_run(sweep.parent, "FINISHED")
-    return SweepOutcome(
-        sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes, tracker.links(sweep.parent)
-    )
-
-
-def _planned_trials(spec: Spec, space: Space) -> int:
-    """How many trials the sweep trains (a grid's size, else trials per study, and a compare's seeds)."""
-    studies = [space] if spec.sweep.mode == "search" else [space.only(c.name) for c in space.candidates]
-    if spec.sweep.sampler == "grid":
-        tuning = sum(len(grid_configs(study)) for study in studies)
-    else:
-        tuning = spec.sweep.trials * len(studies)
-    return tuning + (len(space.candidates) * spec.sweep.seeds if spec.sweep.mode == "compare" else 0)
-
-
-def _mine(sweep: Sweep) -> list[str]:
-    """Every distinct mining config the sweep may pick, mined once before any trial (or found in the
-    cache); each summary goes to the parent run."""
-    notes, keys = [], []
-    for variant in sweep.spec.mining_variants():
-        directory, summary, fresh = mine_negatives(variant)
-        keys.append(directory.name)
-        sweep.tracker.log_dict(sweep.parent, summary, f"negatives/{directory.name}.json")
-        how = f"mined in {summary['mining_seconds']:.0f} s" if fresh else "found in the cache"
-        notes.append(
-            f"negatives {directory.name}: {summary['rows']} rows x {summary['negatives_per_anchor']} negatives, "
-            f"{summary['dropped_false_negatives']} judged-relevant documents dropped; {how} ({directory})"
-        )
-    sweep.tracker.set_tags(sweep.parent, {Tag.NEGATIVES_KEYS: json.dumps(keys)})
-    return notes
-
-
-def _search(sweep: Sweep) -> None:
-    """TPE + ASHA on the selection set; then the winner and the untrained model on the verdict sets."""
-    args, expected = _search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
-    sweep.tune_phase(Phase.SEARCH, args, expected)
-    verdict = [ref.label for ref in sweep.spec.verdict_sets()]
-    _score_baseline(sweep)
-    winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase=Phase.SEARCH)
-    if winner is not None and verdict:
-        checkpoint = winner.data.tags.get(Tag.CHECKPOINT, "")
-        sweep.score_phase(
-            Phase.VERDICT,
-            str(Path(checkpoint) / "model"),
-            verdict,
-            {Tag.LOSS: winner.data.tags[Tag.LOSS], Tag.SCORES_RUN: winner.info.run_id},
-            step=sweep.spec.training.steps,
-        )
-
-
-def _compare(sweep: Sweep) -> None:
-    """Per-loss studies side by side on the selection set, then seeds of each loss's best on all sets."""
-    spec, space = sweep.spec, sweep.space
-    studies = {candidate.name: space.only(candidate.name) for candidate in space.candidates}
-    args, expected = _search_args(spec, studies, sweep.metric)
-    sweep.tune_phase(Phase.TUNE, args, expected)
-    best = _best_configs(sweep.tracker, sweep.parent, sweep.metric)
-    _score_baseline(sweep)
-    seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
-    seed_args = {
-        "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
-        "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
-    }
-    sweep.tune_phase(Phase.SEEDS, seed_args, len(best) * len(seeds))
-
-
-def _score_baseline(sweep: Sweep) -> None:
-    """The model before training, scored once on every eval set (no search decision depends on it)."""
-    sets = [ref.label for ref in sweep.spec.eval]
-    sweep.score_phase(Phase.BASELINE, sweep.spec.model, sets, {Tag.LOSS: "baseline (untrained)"}, step=0)
-
-
-def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
-    """The completed trial of a phase with the best selection score (never a pruned one)."""
-    runs = [
-        r
-        for r in tracker.children(parent)
-        if r.data.tags.get(Tag.PHASE) == phase
-        and r.data.tags.get(Tag.STATE) == TrialState.COMPLETED
-        and metric in r.data.metrics
-    ]
-    return max(runs, key=lambda r: r.data.metrics[metric], default=None)
-
-
-def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]:
-    """Per loss, the trial config of its best tuning trial that ran its whole budget."""
-    best: dict[str, tuple[float, dict]] = {}
-    for run in tracker.children(parent):
-        tags = run.data.tags
-        if tags.get(Tag.PHASE) != Phase.TUNE or tags.get(Tag.STATE) != TrialState.COMPLETED:
-            continue
-        value = run.data.metrics.get(metric)
-        loss = tags[Tag.LOSS]
-        if value is not None and (loss not in best or value > best[loss][0]):
-            best[loss] = (value, json.loads(tags[Tag.TRIAL_CONFIG]))
-    return {loss: config for loss, (_, config) in sorted(best.items())}
-
-
-def _with_data_params(space: Space, train) -> Space:
-    """Each candidate with the loss parameters its registry entry reads off the data (num_labels)."""
-    candidates = []
-    for c in space.candidates:
-        filled = get_entry(c.config.name).from_data(c.config.params, train)
-        candidates.append(
-            dataclasses.replace(c, config=dataclasses.replace(c.config, params=dict(c.config.params) | filled))
-        )
-    return dataclasses.replace(space, candidates=tuple(candidates))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
+from lossweep.sweep.phases import run_sweep
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker
-from lossweep.sweep.tuning import run_sweep
 
 METRIC = "eval/sts/spearman_cosine"
 

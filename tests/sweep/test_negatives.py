@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from lossweep.sweep import negatives as neg
 from lossweep.sweep.inputs import mining_input, train_pairs
 from lossweep.sweep.models import load_model
+from lossweep.sweep.phases import run_sweep
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker
-from lossweep.sweep.tuning import run_sweep
 
 MINED = datasets.Dataset.from_dict(
     {

@@ -14,10 +14,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from lossweep.losses import get_entry
+from lossweep.sweep.phases import run_sweep
 from lossweep.sweep.report import report
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker, git_commit
-from lossweep.sweep.tuning import run_sweep
 
 # What a sweep's terminal never shows: bytecode listings, Ray's internal warnings, progress bars of
 # the workers, Tune's own status tables.
