@@ -327,15 +327,16 @@ def environment(**variables: str) -> Iterator[None]:
 
 @contextmanager
 def active_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (which the model flavours use) at `uri` for a block, then restore it.
+    """Point MLflow's fluent API (which the model flavours use) at `uri` for a block, then put it back.
 
-    `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI for subprocesses; left behind, that
-    variable would redirect every later run of this process, so both are put back as they were.
+    `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI for subprocesses; left behind, both would
+    redirect every later run of this process. Afterwards MLflow follows MLFLOW_TRACKING_URI (restored
+    as it was) and its default again: `set_tracking_uri(None)` unsets the URI, and lossweep sets it
+    nowhere else.
     """
-    before = mlflow.get_tracking_uri()
     with environment(MLFLOW_TRACKING_URI=uri):
         mlflow.set_tracking_uri(uri)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before)
+            mlflow.set_tracking_uri(None)
