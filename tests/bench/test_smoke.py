@@ -19,6 +19,7 @@ RATIOS = {
     "eval_dims": "speedup_vs_reference",
     "memory": "cached_peak_ratio_high_over_low",
     "search_efficiency": "fraction_of_grid",
+    "data_passes": "speedup_vs_rescan",
 }
 
 
