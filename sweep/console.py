@@ -99,9 +99,11 @@ def _console(stream, stderr: bool = False) -> Console:
 
 
 def log_path(output_dir: str, name: str, command: str) -> Path:
-    """`<output_dir>/<name>/logs/<command>-<time>.log`: next to the checkpoints of the same run."""
+    """`<output_dir>/<name>/logs/<command>-<time>.log`: next to the checkpoints of the same run (on this
+    machine's disk under ~/.cache/lossweep when output_dir is a bucket: the log is written as it grows)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(output_dir).expanduser() / name / "logs" / f"{command}-{stamp}.log"
+    base = Path.home() / ".cache" / "lossweep" if "://" in output_dir else Path(output_dir).expanduser()
+    return base / name / "logs" / f"{command}-{stamp}.log"
 
 
 def print_leaderboard(board, console: Console | None = None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 from sentence_transformers import SentenceTransformer
 
+from . import storage
 from .protocol import Tag
 from .report import SweepNotFound, find_sweep
 from .tracking import RUN_ID, Tracker, active_uri, redact
@@ -106,11 +107,12 @@ def model_card(run, metrics: dict[str, float]) -> str:
 def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlflow: bool = True) -> Exported:
     run = best_run(tracker, sweep_or_run)
     checkpoint = run.data.tags.get(Tag.CHECKPOINT)
-    if not checkpoint or not (Path(checkpoint) / "model" / "modules.json").is_file():
+    if not checkpoint or not storage.exists(storage.join(checkpoint, "model", "modules.json")):
         raise ExportError(
-            f"run {run.info.run_id} has no model checkpoint on this machine (tag {Tag.CHECKPOINT}={checkpoint!r}); "
-            "export where the sweep's output_dir is reachable"
+            f"run {run.info.run_id} has no model checkpoint reachable from here (tag {Tag.CHECKPOINT}={checkpoint!r}); "
+            "export where the sweep's output_dir is reachable (its disk, or its bucket with credentials)"
         )
+    checkpoint = str(storage.local_copy(checkpoint))  # a bucket's checkpoint is downloaded once
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new folder")

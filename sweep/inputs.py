@@ -14,7 +14,7 @@ from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry
 from lossweep.losses.fit import fit
 
 from . import data as d
-from . import holdout
+from . import holdout, storage
 from . import negatives as neg
 from .models import ModelError, load_model, model_dimension, model_fingerprint, resolve_model
 from .sampler import steps_per_epoch
@@ -33,7 +33,7 @@ def resolve_paths(spec: Spec) -> Spec:
     working directory: Ray workers run elsewhere and must find the same files."""
     changes: dict = {
         "data_dir": str(data_dir(spec).resolve()),
-        "output_dir": str(Path(spec.output_dir).expanduser().resolve()),
+        "output_dir": storage.absolute(spec.output_dir),
     }
     for field in ("model", "teacher"):
         ref = getattr(spec, field)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 
 from lossweep.losses import InputFormat, LabelKind, get_entry
 
+from . import storage
 from .data import fingerprint
 
 MINING_VERSION = 1  # part of every cache key: bump when what is mined for the same inputs changes
@@ -193,31 +195,34 @@ def cache_key(inputs: MiningInput, k: Knobs, model_id: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_dir(output_dir: str, key: str) -> Path:
-    return Path(output_dir) / "negatives" / key
+def cache_dir(output_dir: str, key: str) -> str:
+    """The cache folder of one mining key: a local path or a URI, as output_dir is."""
+    return storage.join(output_dir, "negatives", key)
 
 
-def read_summary(directory: Path) -> dict[str, Any] | None:
-    path = directory / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_summary(directory: str | Path) -> dict[str, Any] | None:
+    """The summary of a cache folder; None if nothing was mined there (summary.json is written last)."""
+    text = storage.read_text(storage.join(str(directory), "summary.json"))
+    return json.loads(text) if text is not None else None
 
 
-def read(directory: Path) -> datasets.Dataset:
+def read(directory: str | Path) -> datasets.Dataset:
     """The mined n-tuples of a cache folder; an error with the fix if they were never mined."""
-    path = directory / "mined.parquet"
-    if not path.is_file():
+    location = storage.join(str(directory), "mined.parquet")
+    if read_summary(directory) is None or not storage.exists(location):
         raise NegativesError(
-            f"{path}: no mined negatives here; mine them first with `lossweep negatives SPEC` "
+            f"{location}: no mined negatives here; mine them first with `lossweep negatives SPEC` "
             "(lossweep train and sweep do it themselves)"
         )
-    return datasets.Dataset.from_parquet(str(path))
+    return datasets.Dataset.from_parquet(str(storage.local_copy(str(directory)) / "mined.parquet"))
 
 
 # --- Mining ----------------------------------------------------------------------------------------------
 
 
-def mine(inputs: MiningInput, k: Knobs, model, directory: Path) -> dict[str, Any]:
-    """Mine with sentence-transformers, drop judged-relevant documents, write the cache; the summary."""
+def mine(inputs: MiningInput, k: Knobs, model, directory: str | Path) -> dict[str, Any]:
+    """Mine with sentence-transformers, drop judged-relevant documents, write the cache (a local
+    folder or a URI; summary.json last, so a half-written cache is never read); the summary."""
     from sentence_transformers.util import mine_hard_negatives
 
     started = time.perf_counter()
@@ -250,10 +255,11 @@ def mine(inputs: MiningInput, k: Knobs, model, directory: Path) -> dict[str, Any
         verbose=False,
     )
     kept, dropped = _without_relevant(mined, inputs.relevant, k.num_negatives)
-    directory.mkdir(parents=True, exist_ok=True)
-    kept.to_parquet(str(directory / "mined.parquet"))
+    with tempfile.TemporaryDirectory() as tmp:
+        kept.to_parquet(str(Path(tmp) / "mined.parquet"))
+        storage.upload(Path(tmp), str(directory))
     summary = _summary(pairs, kept, dropped, k, time.perf_counter() - started)
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+    storage.write_text(storage.join(str(directory), "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 

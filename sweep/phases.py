@@ -22,7 +22,6 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -30,6 +29,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from lossweep.losses import get_entry
 
+from . import storage
 from .console import Plan
 from .data import fingerprint
 from .inputs import complete_loss, data_inputs, resolve_paths, validate
@@ -67,14 +67,13 @@ class SweepOutcome:
     links: list[str]  # the parent run and the experiment's runs in the MLflow UI
 
 
-def _load_state(root: Path) -> dict:
-    path = root / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _load_state(root: str) -> dict:
+    text = storage.read_text(storage.join(root, STATE_FILE))
+    return json.loads(text) if text is not None else {}
 
 
-def _save_state(root: Path, state: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+def _save_state(root: str, state: dict) -> None:
+    storage.write_text(storage.join(root, STATE_FILE), json.dumps(state, indent=2))
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -89,7 +88,7 @@ class Sweep:
     space: Space
     tracker: Tracker
     parent: str
-    root: Path
+    root: str  # <output_dir>/<name>: a local folder or a URI
     state: dict
     resume: bool
     data_fingerprint: str
@@ -123,8 +122,8 @@ class Sweep:
         """
         if name in self.state["phases_done"]:
             return
-        callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps)]
-        grid = run_phase(name, self.trainable(name), storage=self.root, resume=self.resume, callbacks=callbacks, **args)
+        callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps, self.spec.output_dir)]
+        grid = run_phase(name, self.trainable(name), root=self.root, resume=self.resume, callbacks=callbacks, **args)
         closed = {
             r.data.tags.get(Tag.TRIAL_ID)
             for r in self.tracker.children(self.parent)
@@ -183,7 +182,7 @@ def run_sweep(
         raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded["train"])
-    root = Path(spec.output_dir) / spec.name
+    root = storage.join(spec.output_dir, spec.name)
     state = _load_state(root)
     if state and not resume:
         raise SpecError(
@@ -208,6 +207,10 @@ def run_sweep(
             "so it is optimistic; add an eval set that the search never sees to judge the winner"
         )
     data_fingerprint = fingerprint(loaded["train"])
+    if state and state.get("data_fingerprint", data_fingerprint) != data_fingerprint:
+        raise SpecError(
+            source, [f"--resume: the training data changed since {spec.name!r} started; rename it to start a new sweep"]
+        )
     provenance = Provenance.here()  # this driver's checkout, recorded on every run it creates
     inputs = data_inputs(spec, loaded)
     if not state:
@@ -224,7 +227,12 @@ def run_sweep(
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
         tracker.log_inputs(parent, inputs)
         tracker.log_dict(parent, space.describe(), "search_space.json")
-        state = {"parent_run_id": parent, "spec_hash": spec.hash(), "phases_done": []}
+        state = {
+            "parent_run_id": parent,
+            "spec_hash": spec.hash(),
+            "data_fingerprint": data_fingerprint,
+            "phases_done": [],
+        }
         _save_state(root, state)
     sweep = Sweep(
         spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
@@ -285,7 +293,7 @@ def _search(sweep: Sweep) -> None:
         checkpoint = winner.data.tags.get(Tag.CHECKPOINT, "")
         sweep.score_phase(
             Phase.VERDICT,
-            str(Path(checkpoint) / "model"),
+            storage.join(checkpoint, "model"),
             verdict,
             {Tag.LOSS: winner.data.tags[Tag.LOSS], Tag.SCORES_RUN: winner.info.run_id},
             step=sweep.spec.training.steps,

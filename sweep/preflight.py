@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import ray
 import requests
 
+from . import storage
 from .cluster import ensure_ray
 from .spec import Spec, SpecError
 from .tracking import redact
@@ -39,6 +40,11 @@ def tracking_problems(uri: str) -> list[str]:
             ]
     elif parts.scheme == "sqlite":
         database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        if _in_job_copy(database):
+            return [
+                f"mlflow.tracking_uri: {database} is inside this Ray job's copy of the working directory, "
+                "which Ray deletes; give an absolute sqlite path on shared disk or an MLflow server URL"
+            ]
         if not _writable(database.parent):
             return [
                 f"mlflow.tracking_uri: cannot write the SQLite store {database} (read-only folder); choose another path"
@@ -47,12 +53,26 @@ def tracking_problems(uri: str) -> list[str]:
 
 
 def output_problems(spec: Spec) -> list[str]:
+    """output_dir must take files: a probe file in a bucket, a writable local folder that outlives the job."""
+    if storage.is_uri(spec.output_dir):
+        problem = storage.writable_problem(spec.output_dir)
+        if problem:
+            return [f"output_dir: cannot write to {spec.output_dir} ({problem}); check the bucket and its credentials"]
+        return []
     folder = Path(spec.output_dir).expanduser()
-    if "://" in spec.output_dir:
-        return []  # cloud storage: Ray Train checks it
+    if _in_job_copy(folder.resolve()):
+        return [
+            f"output_dir: {folder} is inside this Ray job's copy of the working directory, which Ray deletes "
+            "when the job ends; give a URI (s3://bucket/runs) or an absolute path on shared disk"
+        ]
     if not _writable(folder):
         return [f"output_dir: {folder} is not writable (checkpoints go there); choose a writable folder"]
     return []
+
+
+def _in_job_copy(path: Path) -> bool:
+    """Under the folder where `ray job submit --working-dir` unpacks a job's files (relative paths land there)."""
+    return "runtime_resources" in path.parts and any(p.startswith("working_dir_files") for p in path.parts)
 
 
 def _writable(folder: Path) -> bool:

@@ -49,7 +49,7 @@ def mined_negatives(spec: Spec) -> tuple[str, dict | None] | None:
     if not uses_negatives(spec, pairs.features):
         return None
     directory = negatives_dir(spec, mining_input(spec, pairs))
-    return directory.name, neg.read_summary(directory)
+    return directory.rstrip("/").rsplit("/", 1)[-1], neg.read_summary(directory)
 
 
 def close_run(tracker: Tracker, run_id: str, state: TrialState, tags: dict[str, str] | None = None) -> None:

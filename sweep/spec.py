@@ -491,8 +491,14 @@ class Spec(_Section):
         ]
 
     def hash(self) -> str:
-        """A stable hash of the resolved spec (MLflow tag `lossweep.spec_hash`)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """A stable hash of what the spec asks for (MLflow tag `lossweep.spec_hash`). Where files live
+        (data_dir, output_dir, the tracking URI) is left out: the same sweep resumed from another folder,
+        machine or `ray job submit` copy has the same hash; the data is identified by its fingerprint."""
+        data = self.to_dict()
+        for where in ("data_dir", "output_dir"):
+            data.pop(where, None)
+        data.get("mlflow", {}).pop("tracking_uri", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --- Checks that relate sections ---------------------------------------------------------------------------

@@ -4,12 +4,12 @@ checkpoint) and mining hard negatives."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ray
 
 from . import negatives as neg
+from . import storage
 from .cluster import ensure_ray
 from .evaluate import PER_QUERY_ARTIFACT, build_evaluators, evaluate
 from .inputs import mining_input, negatives_dir, train_pairs
@@ -33,6 +33,8 @@ def _device() -> str:
 
 def _score(spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> dict:
     spec = parse_spec(spec_data)
+    if storage.is_uri(model):  # a checkpoint in a bucket
+        model = str(storage.local_copy(model))
     loaded = load_model(model, device=_device())
     if spec.max_seq_length:
         loaded.max_seq_length = spec.max_seq_length
@@ -56,10 +58,10 @@ def _mine(spec_data: dict, directory: str) -> dict:
     model = load_model(knobs.model, device=_device())
     if spec.max_seq_length:
         model.max_seq_length = spec.max_seq_length
-    return neg.mine(mining_input(spec, train_pairs(spec)), knobs, model, Path(directory))
+    return neg.mine(mining_input(spec, train_pairs(spec)), knobs, model, directory)
 
 
-def mine_negatives(spec: Spec) -> tuple[Path, dict[str, Any], bool]:
+def mine_negatives(spec: Spec) -> tuple[str, dict[str, Any], bool]:
     """The cache folder of the negatives the spec asks for, their summary, and whether they were mined
     now (False: an earlier run mined them with the same data, model and knobs)."""
     directory = negatives_dir(spec, mining_input(spec, train_pairs(spec)))

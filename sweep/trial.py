@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from . import storage
 from .data import fingerprint
 from .inputs import complete_loss, data_inputs, resolve_paths, uses_negatives, validate
 from .preflight import preflight
@@ -51,14 +51,13 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
     # prints a bytecode listing to a captured stdout, which that turns into log lines. Ray Train passes
     # this setting on to the workers of the trainer made here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    storage = str(Path(spec.output_dir).expanduser().resolve())
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": worker_tracking_uri(tracking_uri)},
         scaling_config=scaling_config(spec),
         run_config=RunConfig(
             name=name,
-            storage_path=storage,
+            storage_path=storage.absolute(spec.output_dir),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
@@ -102,6 +101,6 @@ def train(
             raise
         raise TrialFailed(tracker.client.get_run(run_id).data.tags[Tag.ERROR]) from error
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-    checkpoint = result.checkpoint.path if result.checkpoint else None
+    checkpoint = storage.as_uri(spec.output_dir, result.checkpoint.path) if result.checkpoint else None
     close_run(tracker, run_id, TrialState.COMPLETED, {Tag.CHECKPOINT: checkpoint} if checkpoint else None)
     return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id), tracker.links(run_id))

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from lossweep.losses import config_errors
 
+from . import storage
 from .metrics import headline
 from .protocol import Phase, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
@@ -123,8 +124,9 @@ def _already_completed(tracker: Tracker, run_id: str) -> bool:
 class CloseChildRuns(tune.Callback):
     """On the driver: mark each finished trial's child run completed, pruned (stopped early) or failed."""
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, total_steps: int) -> None:
+    def __init__(self, tracking_uri: str, parent_run_id: str, total_steps: int, output_dir: str) -> None:
         self.tracking_uri, self.parent_run_id, self.total_steps = tracking_uri, parent_run_id, total_steps
+        self.output_dir = output_dir  # Ray gives checkpoint paths inside its filesystem; the tag is a full URI
 
     def _close(self, trial, state: str, status: str, extra: dict | None = None) -> None:
         tracker = Tracker(self.tracking_uri)
@@ -140,7 +142,7 @@ class CloseChildRuns(tune.Callback):
         if state == TrialState.FAILED and recorded.get(Tag.ERROR):
             extra = {}  # the worker already recorded the precise reason (step, value)
         if last.get("checkpoint_path"):
-            tags[Tag.CHECKPOINT] = last["checkpoint_path"]
+            tags[Tag.CHECKPOINT] = storage.as_uri(self.output_dir, last["checkpoint_path"])
         tracker.set_tags(run_id, tags | (extra or {}))
         tracker.end_run(run_id, status)
 
@@ -160,15 +162,15 @@ def run_phase(
     name: str,
     trainable,
     *,
-    storage: Path,
+    root: str,
     resume: bool,
     tune_config: dict[str, Any],
     param_space: dict | None,
     callbacks: list,
 ) -> tune.ResultGrid:
-    path = storage / name
-    if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+    path = storage.join(root, name)
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -176,7 +178,7 @@ def run_phase(
             tune_config=tune.TuneConfig(**tune_config),  # metric and mode live in the searcher and scheduler
             # A fresh list per Tuner: Tune appends its own reporter to the list it is given.
             # verbose=0: lossweep shows its own table of trials (console.py); Tune's goes nowhere.
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks), verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=root, callbacks=list(callbacks), verbose=0),
         )
     return tuner.fit()
 

@@ -327,7 +327,11 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> Non
         items = judge.items(scored)
         if items and base_items:
             winner.vs_baseline = bootstrap_interval(paired_table({0: items}, base_items)[0])
-        board.test = "bootstrap over queries of the winner's single run (seed variance not measured)"
+        board.test = (
+            "bootstrap over queries of the winner's single run (seed variance not measured)"
+            if items
+            else f"none: {short(board.verdict_metric)} is one number for the whole set (no per-query values)"
+        )
     text = [
         f"Selected on {board.select_on} ({short(board.metric)}): {winner.loss} with "
         f"{readable(winner.config) or 'its default parameters'} "
@@ -335,10 +339,16 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> Non
     ]
     if winner.score is not None:
         set_name = board.verdict_metric.split("/")[1]
-        text.append(
-            f"Judged on {set_name} ({short(board.verdict_metric)}; never seen by the search): "
-            f"{winner.score.value:.4f} [{winner.score.low:.4f}, {winner.score.high:.4f}]."
-        )
+        score = winner.score
+        interval = f" [{score.low:.4f}, {score.high:.4f}]" if score.high > score.low else " (no interval)"
+        judged = f"Judged on {set_name} ({short(board.verdict_metric)}; never seen by the search)"
+        text.append(f"{judged}: {score.value:.4f}{interval}.")
+        if winner.vs_baseline is None and board.baseline and board.baseline.score:
+            base = board.baseline.score.value
+            text.append(
+                f"The untrained model scores {base:.4f} there ({score.value - base:+.4f}); a metric without "
+                "per-query values gives no interval, so this difference is not tested (mode: compare tests it)."
+            )
         if winner.vs_baseline is not None and board.baseline and board.baseline.score:
             diff = winner.vs_baseline
             base = board.baseline.score.value
