@@ -286,6 +286,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 def negatives_command(args: argparse.Namespace) -> int:
     """Mine the hard negatives a spec asks for (or find them in the cache): summary, examples, where."""
+    from lossweep.sweep import storage
     from lossweep.sweep.inputs import resolve_paths, validate
     from lossweep.sweep.negatives import read
     from lossweep.sweep.spec import SpecError
@@ -304,7 +305,7 @@ def negatives_command(args: argparse.Namespace) -> int:
     for variant in spec.mining_variants():
         directory, summary, fresh = mine_negatives(variant)
         how = f"mined in {summary['mining_seconds']:.1f} s" if fresh else "found in the cache (nothing mined)"
-        console.print(f"[bold]negatives {directory.name}[/]: {how}")
+        console.print(f"[bold]negatives {storage.basename(directory)}[/]: {how}")
         console.print(f"  cache: {directory}")
         knobs = {k: v for k, v in summary["knobs"].items() if v is not None}
         console.print(f"  knobs: {', '.join(f'{k}={v}' for k, v in knobs.items())}")

@@ -271,11 +271,12 @@ def _mine(sweep: Sweep) -> list[str]:
     notes, keys = [], []
     for variant in sweep.spec.mining_variants():
         directory, summary, fresh = mine_negatives(variant)
-        keys.append(directory.name)
-        sweep.tracker.log_dict(sweep.parent, summary, f"negatives/{directory.name}.json")
+        key = storage.basename(directory)
+        keys.append(key)
+        sweep.tracker.log_dict(sweep.parent, summary, f"negatives/{key}.json")
         how = f"mined in {summary['mining_seconds']:.0f} s" if fresh else "found in the cache"
         notes.append(
-            f"negatives {directory.name}: {summary['rows']} rows x {summary['negatives_per_anchor']} negatives, "
+            f"negatives {key}: {summary['rows']} rows x {summary['negatives_per_anchor']} negatives, "
             f"{summary['dropped_false_negatives']} judged-relevant documents dropped; {how} ({directory})"
         )
     sweep.tracker.set_tags(sweep.parent, {Tag.NEGATIVES_KEYS: json.dumps(keys)})

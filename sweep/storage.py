@@ -31,6 +31,11 @@ def join(location: str, *parts: str) -> str:
     return posixpath.join(location, *parts) if is_uri(location) else str(Path(location, *parts))
 
 
+def basename(location: str) -> str:
+    """The last part of a path or URI (`s3://b/runs/negatives/ab12` -> `ab12`)."""
+    return posixpath.basename(location.rstrip("/"))
+
+
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of a location and the path inside it."""
     if is_uri(location):

@@ -7,6 +7,7 @@ import contextlib
 import glob
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -165,35 +166,30 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend: str, artifacts: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """`mlflow server` on `backend` with artifacts proxied to `artifacts`; yields its URL."""
+def mlflow_server(command: str, backend: str, artifacts: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """Run `command` (an `mlflow server ...` line, e.g. cluster.yaml's) on 127.0.0.1 with the store at
+    `backend` and artifacts proxied to `artifacts` (the environment variables `mlflow server` reads);
+    yields its URL."""
     port = free_port()
     log = log_dir / "mlflow-server.log"
+    argv = shlex.split(command)
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        argv[argv.index(flag) + 1] = value
+    # One process: uvicorn's supervisor restarts worker processes that miss its 5 s health ping,
+    # which they do on 2 busy cores; one process serves every client of the test.
+    argv += ["--workers", "1"]
+    store = {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_ARTIFACTS_DESTINATION": artifacts}
     process = subprocess.Popen(
-        [
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            artifacts,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            # One process: uvicorn's supervisor restarts worker processes that miss its 5 s health
-            # ping, which they do on 2 busy cores; one process serves every client of the test.
-            "--workers",
-            "1",
-        ],
-        env=dict(os.environ, **env),
+        argv,
+        env=dict(os.environ, **env, **store),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: answers(f"{url}/health"), 120, "the MLflow server", log)
+        # Creating the tables and importing the app take ~40 s on 2 idle cores, minutes on busy ones.
+        wait_for(lambda: answers(f"{url}/health"), 360, "the MLflow server", log)
         yield url
     finally:
         _stop(process)

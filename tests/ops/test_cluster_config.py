@@ -37,3 +37,13 @@ def test_gpu_workers_and_the_lossweep_install_are_declared():
     assert CLUSTER["file_mounts"]["/home/ray/lossweep"] == "."
     head_start = " ".join(CLUSTER["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start and "mlflow server" in head_start
+
+
+def test_the_tracking_store_and_checkpoints_live_outside_the_cluster():
+    head_start = " ".join(CLUSTER["head_start_ray_commands"])
+    assert ". /home/ray/cluster.env" in head_start and "sqlite" not in head_start
+    assert CLUSTER["file_mounts"]["/home/ray/cluster.env"] == "./cluster.env"
+    assert any("psycopg" in c and "boto3" in c for c in CLUSTER["setup_commands"])
+    assert "IamInstanceProfile" in CLUSTER["available_node_types"]["gpu_worker"]["node_config"]
+    comments = (Path(__file__).resolve().parents[2] / "cluster.yaml").read_text()
+    assert "MLFLOW_BACKEND_STORE_URI=postgresql://" in comments and "MLFLOW_ARTIFACTS_DESTINATION=s3://" in comments

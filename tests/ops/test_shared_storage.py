@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,19 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tracking_server(s3, tmp_path_factory):
-    """MLflow on PostgreSQL, artifacts proxied into the bucket: the set-up README's cluster section runs."""
+    """MLflow on PostgreSQL, artifacts proxied into the bucket: cluster.yaml's head command, as written."""
     with postgres_server() as database:
         artifacts = f"s3://{BUCKET}/mlartifacts"
-        with mlflow_server(database, artifacts, s3.env, tmp_path_factory.mktemp("mlflow")) as url:
+        command = cluster_mlflow_command()
+        with mlflow_server(command, database, artifacts, s3.env, tmp_path_factory.mktemp("mlflow")) as url:
             yield url
+
+
+def cluster_mlflow_command() -> str:
+    """The `mlflow server ...` part of cluster.yaml's head start commands."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster.yaml").read_text())
+    line = next(c for c in config["head_start_ray_commands"] if "mlflow server" in c)
+    return re.search(r"mlflow server[^>&]*", line).group(0)
 
 
 @pytest.fixture
@@ -72,8 +81,8 @@ def spec_for(data_dir, model, name: str, output_dir: str, **changes) -> dict:
             "max_concurrent": 1,
         },
     }
-    for section, value in changes.items():
-        spec[section] = spec[section] | value if isinstance(value, dict) else value
+    for section, value in changes.items():  # train and eval are replaced, other sections updated
+        spec[section] = spec.get(section, {}) | value if section not in ("train", "eval") else value
     return spec
 
 
@@ -198,25 +207,26 @@ def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_b
         cluster.add_node("node-1", cpus=1)
         job = submit(cluster, job_dir, "two-nodes")
         # Given a 2-worker trial that has a checkpoint in the bucket
+        ended = ("SUCCEEDED", "FAILED", "STOPPED")
         wait_for(
-            lambda: any(
-                k.endswith("checkpoint_manager_snapshot.json") and "step_" in _text(s3, k)
-                for k in s3.keys("runs/two-nodes/")
+            lambda: (
+                job_status(cluster, job) in ended
+                or any(
+                    k.endswith("checkpoint_manager_snapshot.json") and "step_" in _text(s3, k)
+                    for k in s3.keys("runs/two-nodes/")
+                )
             ),
-            600,
+            900,
             "a registered checkpoint in the bucket",
             tmp_path / "head.log",
         )
+        assert job_status(cluster, job) not in ended, job_logs(cluster, job)
         # When its second node dies (raylet and worker), and a replacement node joins later
         cluster.kill("node-1")
         time.sleep(5)
         cluster.add_node("node-2", cpus=1)
-        ended = ("SUCCEEDED", "FAILED", "STOPPED")
         status = wait_for(lambda: next((s for s in [job_status(cluster, job)] if s in ended), None), 900, "the job")
-        logs = subprocess.run(
-            ["ray", "job", "logs", "--address", cluster.dashboard, job], env=cluster.env, capture_output=True, text=True
-        ).stdout
-        assert status == "SUCCEEDED", logs[-3000:]
+        assert status == "SUCCEEDED", job_logs(cluster, job)
     finally:
         cluster.stop()
     # Then the trial restarted from its checkpoint in the bucket and finished, as one MLflow run
@@ -229,6 +239,11 @@ def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_b
     assert int(run.data.tags["lossweep.resumed_from_step"]) >= 10
     history = client.get_metric_history(run.info.run_id, "eval/sts/spearman_cosine")
     assert history[-1].step == 60
+
+
+def job_logs(cluster: RayCluster, job: str) -> str:
+    command = ["ray", "job", "logs", "--address", cluster.dashboard, job]
+    return subprocess.run(command, env=cluster.env, capture_output=True, text=True).stdout[-3000:]
 
 
 def _text(s3, key: str) -> str:
@@ -265,12 +280,15 @@ def submit(cluster: RayCluster, job_dir: Path, name: str) -> str:
 
 
 def job_status(cluster: RayCluster, job: str) -> str:
-    """The job's status word as `ray job status` prints it ("Status for job 'x': SUCCEEDED")."""
-    out = subprocess.run(
-        ["ray", "job", "status", "--address", cluster.dashboard, job], env=cluster.env, capture_output=True, text=True
-    ).stdout
-    found = re.search(rf"Status for job '{re.escape(job)}': (\w+)", out)
-    return found.group(1) if found else ""
+    """The job's status ("RUNNING", "SUCCEEDED"...) from the Jobs REST API: cheap enough to poll."""
+    request = urllib.request.Request(
+        f"{cluster.dashboard}/api/jobs/{job}", headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["status"]
+    except (OSError, ValueError, KeyError):
+        return ""
 
 
 @pytest.mark.slow
