@@ -39,7 +39,7 @@ from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
 from .space import Space, build_space, grid_configs
 from .spec import Spec, SpecError
 from .tasks import mine_negatives, score_model
-from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri
+from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri, worker_tracking_uri
 from .tuning import (
     SEARCH_STUDY,
     TRIAL_DRIVER_RESOURCES,
@@ -105,7 +105,8 @@ class Sweep:
             spec_data=self.spec.to_dict(),
             space=self.space,
             parent_run_id=self.parent,
-            tracking_uri=self.tracker.uri,
+            # Rewritten here, on the driver: a trial's own actor may run on any node.
+            tracking_uri=worker_tracking_uri(self.tracker.uri),
             data_fingerprint=self.data_fingerprint,
             provenance=self.provenance,
             inputs=self.inputs,

@@ -42,19 +42,26 @@ def resolve_tracking_uri(spec_uri: str | None, override: str | None = None) -> s
 
 
 def worker_tracking_uri(uri: str) -> str:
-    """The tracking URI as Ray workers on other machines must see it.
+    """The tracking URI as Ray workers on other machines must see it; call it on the driver.
 
-    A server the driver reaches at localhost runs on the driver's machine; workers reach it at that
-    machine's address. (A SQLite file is only reachable where the file is: use a server on clusters.)
+    A server the driver reaches at localhost runs on the driver's machine; workers reach it at the
+    address that machine's Ray node has in the cluster (what `ray start --node-ip-address` set).
+    (A SQLite file is only reachable where the file is: use a server on clusters.)
     """
     parts = urlsplit(uri)
     if parts.scheme in ("http", "https") and parts.hostname in ("127.0.0.1", "localhost"):
         import ray
 
         if ray.is_initialized():
-            netloc = parts.netloc.replace(parts.hostname, ray.util.get_node_ip_address(), 1)
+            netloc = parts.netloc.replace(parts.hostname, _node_address(ray), 1)
             return urlunsplit(parts._replace(netloc=netloc))
     return uri
+
+
+def _node_address(ray) -> str:
+    """This process's Ray node's address in the cluster (not the machine's first interface)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 
 
 def local_artifact_root(uri: str) -> str | None:

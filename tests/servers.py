@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
+
 BUCKET = "lossweep-test"
 
 
@@ -167,18 +169,21 @@ def postgres_server() -> Iterator[str]:
 
 @contextlib.contextmanager
 def mlflow_server(command: str, backend: str, artifacts: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """Run `command` (an `mlflow server ...` line, e.g. cluster.yaml's) on 127.0.0.1 with the store at
-    `backend` and artifacts proxied to `artifacts` (the environment variables `mlflow server` reads);
-    yields its URL."""
+    """Run `command` (an `mlflow server ...` line, e.g. cluster.yaml's, on its own port) with the store
+    at `backend` and artifacts proxied to `artifacts` (the environment variables `mlflow server`
+    reads); yields its URL on 127.0.0.1. Ray nodes on this machine reach it at the machine's address,
+    as a cluster's nodes reach the head's server."""
     port = free_port()
     log = log_dir / "mlflow-server.log"
     argv = shlex.split(command)
-    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
-        argv[argv.index(flag) + 1] = value
+    argv[argv.index("--port") + 1] = str(port)
     # One process: uvicorn's supervisor restarts worker processes that miss its 5 s health ping,
     # which they do on 2 busy cores; one process serves every client of the test.
     argv += ["--workers", "1"]
     store = {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_ARTIFACTS_DESTINATION": artifacts}
+    # MLflow answers private addresses (10.*, 172.16-31.*, 192.168.*, a cluster's) and localhost; this
+    # machine's address may be neither.
+    store["MLFLOW_SERVER_ALLOWED_HOSTS"] = f"localhost:*,127.0.0.1:*,{ray.util.get_node_ip_address()}:*"
     process = subprocess.Popen(
         argv,
         env=dict(os.environ, **env, **store),
@@ -224,10 +229,26 @@ class RayCluster:
         wait_for(lambda: answers(f"{self.dashboard}/api/version"), 120, "the Ray head", self.root / "head.log")
 
     def add_node(self, name: str, cpus: float) -> None:
-        self._start(name, [f"--address=127.0.0.1:{self.gcs_port}"], cpus)
+        # Its own temp dir, as on a machine of its own: nodes sharing one unpack the job's working_dir
+        # into the same folder, and a second unpack replaces the folder the job's driver runs in.
+        temp_dir = tempfile.mkdtemp(prefix="rayn-", dir="/tmp")
+        self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", f"--temp-dir={temp_dir}"], cpus)
 
-    def _start(self, name: str, args: list[str], cpus: float) -> None:
-        self.nodes[name] = subprocess.Popen(
+    def _start(self, name: str, args: list[str], cpus: float, attempts: int = 3) -> None:
+        """`ray start --block` until the node is up: on busy cores a raylet can miss the 30 s that
+        `ray start` waits for it to register, and then `ray start` exits; that attempt is cleaned up."""
+        log = self.root / f"{name}.log"
+        for _ in range(attempts):
+            process = self._launch(name, args, cpus)
+            wait_for(lambda p=process: p.poll() is not None or "Ray runtime started" in log.read_text(), 180, name, log)
+            if process.poll() is None:
+                self.nodes[name] = process
+                return
+            self._kill_session(process)
+        raise AssertionError(f"{name}: ray start failed {attempts} times\n{log.read_text()[-3000:]}")
+
+    def _launch(self, name: str, args: list[str], cpus: float) -> subprocess.Popen:
+        return subprocess.Popen(
             [
                 "ray",
                 "start",
@@ -252,20 +273,18 @@ class RayCluster:
 
     def kill(self, name: str) -> None:
         """The node dies at once with everything it runs (its raylet and its workers)."""
-        process = self.nodes.pop(name)
-        pids = _session_pids(process.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        self._kill_session(self.nodes.pop(name))
 
     def stop(self) -> None:
         for name in list(self.nodes)[::-1]:
-            process = self.nodes.pop(name)
-            for pid in _session_pids(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            self._kill_session(self.nodes.pop(name))
+
+    @staticmethod
+    def _kill_session(process: subprocess.Popen) -> None:
+        for pid in _session_pids(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 def _session_pids(session: int) -> list[int]:

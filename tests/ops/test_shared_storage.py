@@ -181,7 +181,7 @@ def test_a_sweep_in_a_bucket_resumes_after_its_driver_is_killed_and_exports_from
 
 @pytest.mark.slow
 def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_bucket(
-    s3, tracking_server, data_dir, tiny_model_path, tmp_path
+    s3, s3_env, tracking_server, data_dir, tiny_model_path, tmp_path
 ):
     # Two nodes of 1 CPU each: a trial of 2 workers x 1 CPU spans both.
     cluster = RayCluster(tmp_path, s3.env)
@@ -194,7 +194,7 @@ def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_b
         f"s3://{BUCKET}/runs",
         train={"path": "cranfield", "split": "train"},
         eval=[{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 50, "name": "sts"}],
-        training={"batch_size": 16, "steps": 60, "learning_rate": 1e-4, "log_every_steps": 10},
+        training={"batch_size": 16, "steps": 100, "learning_rate": 1e-4, "log_every_steps": 10},
         evaluation={"every_steps": 10, "at_start": False},
         resources={"workers": 2, "cpus_per_worker": 1, "max_failures": 2},
         mlflow={"experiment": "two-nodes", "tracking_uri": tracking_server},
@@ -213,7 +213,7 @@ def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_b
                 job_status(cluster, job) in ended
                 or any(
                     k.endswith("checkpoint_manager_snapshot.json") and "step_" in _text(s3, k)
-                    for k in s3.keys("runs/two-nodes/")
+                    for k in s3.keys("runs/two-nodes-")  # Ray Train's run of trial t: <output_dir>/<name>-<t>
                 )
             ),
             900,
@@ -238,7 +238,7 @@ def test_a_two_node_trial_loses_a_node_and_restarts_from_its_checkpoint_in_the_b
     assert int(run.data.tags["lossweep.restarts"]) >= 1
     assert int(run.data.tags["lossweep.resumed_from_step"]) >= 10
     history = client.get_metric_history(run.info.run_id, "eval/sts/spearman_cosine")
-    assert history[-1].step == 60
+    assert history[-1].step == 100
 
 
 def job_logs(cluster: RayCluster, job: str) -> str:
@@ -332,8 +332,8 @@ def test_the_tracking_server_keeps_every_number_of_eight_concurrent_trials_and_a
     output = sweep.communicate(timeout=1500)[0]
     reporter.join()
     assert sweep.returncode == 0, output[-3000:]
-    # Then no report failed for any reason but "not there yet"
-    failed = [r for r in reports if r.returncode not in (0, 2)]
+    # Then no report failed for any reason but "not there yet" (before the sweep's parent run exists)
+    failed = [r for r in reports if r.returncode != 0 and "no sweep named" not in r.stderr]
     assert reports and not failed, failed[0].stdout[-2000:] + failed[0].stderr[-2000:] if failed else ""
     final = subprocess.run(
         ["lossweep", "report", "under-load", "--tracking-uri", tracking_server], capture_output=True, text=True
