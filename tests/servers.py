@@ -208,6 +208,7 @@ class RayCluster:
         self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **env)
         self.env.pop("RAY_ADDRESS", None)
         self.temp_dir = tempfile.mkdtemp(prefix="rayc-", dir="/tmp")  # short: Ray's unix sockets live here
+        self.temp_dirs = [self.temp_dir]
         self.gcs_port, self.dashboard_port = free_port(), free_port()
 
     @property
@@ -232,6 +233,7 @@ class RayCluster:
         # Its own temp dir, as on a machine of its own: nodes sharing one unpack the job's working_dir
         # into the same folder, and a second unpack replaces the folder the job's driver runs in.
         temp_dir = tempfile.mkdtemp(prefix="rayn-", dir="/tmp")
+        self.temp_dirs.append(temp_dir)
         self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", f"--temp-dir={temp_dir}"], cpus)
 
     def _start(self, name: str, args: list[str], cpus: float, attempts: int = 3) -> None:
@@ -278,6 +280,8 @@ class RayCluster:
     def stop(self) -> None:
         for name in list(self.nodes)[::-1]:
             self._kill_session(self.nodes.pop(name))
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
     @staticmethod
     def _kill_session(process: subprocess.Popen) -> None:
