@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
@@ -38,16 +39,17 @@ from .preflight import preflight
 from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
 from .space import Space, build_space, grid_configs
 from .spec import Spec, SpecError
-from .tasks import mine_negatives, score_model
+from .tasks import mine_negatives, start_scoring
 from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri, worker_tracking_uri
 from .tuning import (
     SEARCH_STUDY,
-    TRIAL_DRIVER_RESOURCES,
     CloseChildRuns,
     run_phase,
+    runs_in_trial,
     search_args,
     sweep_metric,
     sweep_trial,
+    trial_resources,
     verdict_metric,
 )
 from .verdict import build_leaderboard
@@ -112,7 +114,7 @@ class Sweep:
             inputs=self.inputs,
             phase=phase,
         )
-        return tune.with_resources(trial, TRIAL_DRIVER_RESOURCES)
+        return tune.with_resources(trial, trial_resources(self.spec))
 
     def tune_phase(self, name: str, args: dict[str, Any], expected: int) -> None:
         """Run a Tune phase unless a previous run of this sweep finished it.
@@ -124,7 +126,16 @@ class Sweep:
         if name in self.state["phases_done"]:
             return
         callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps, self.spec.output_dir)]
-        grid = run_phase(name, self.trainable(name), root=self.root, resume=self.resume, callbacks=callbacks, **args)
+        grid = run_phase(
+            name,
+            self.trainable(name),
+            root=self.root,
+            resume=self.resume,
+            callbacks=callbacks,
+            in_trial=runs_in_trial(self.spec),
+            max_failures=self.spec.resources.max_failures,
+            **args,
+        )
         closed = {
             r.data.tags.get(Tag.TRIAL_ID)
             for r in self.tracker.children(self.parent)
@@ -139,10 +150,11 @@ class Sweep:
         self.state["phases_done"].append(name)
         _save_state(self.root, self.state)
 
-    def score_phase(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int) -> None:
-        """Score a model that is not trained here (a Ray task) into a child run of its own."""
+    def start_scoring(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int):
+        """Start scoring a model that is not trained here (a Ray task) into a child run of its own; the
+        task runs beside whatever the driver does next. `finish_scoring` waits for it."""
         if name in self.state["phases_done"] or not sets:
-            return
+            return None
         for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
             if run.data.tags.get(Tag.PHASE) == name and run.info.status == "RUNNING":
                 self.tracker.end_run(run.info.run_id, "KILLED")
@@ -161,7 +173,14 @@ class Sweep:
             parent_run_id=self.parent,
         )
         self.tracker.log_inputs(run_id, [data for data in self.inputs if data.name in sets])
-        score_model(self.spec, model, sets, self.tracker.uri, run_id, step)
+        return name, run_id, step, start_scoring(self.spec, model, sets, self.tracker.uri, run_id, step)
+
+    def finish_scoring(self, pending) -> None:
+        """Wait for a scoring task started by `start_scoring`, then close its run and mark its phase done."""
+        if pending is None:
+            return
+        name, run_id, step, task = pending
+        ray.get(task)
         self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
         self.tracker.end_run(run_id, "FINISHED")
         self.done(name)
@@ -288,18 +307,20 @@ def _search(sweep: Sweep) -> None:
     """TPE + ASHA on the selection set; then the winner and the untrained model on the verdict sets."""
     args, expected = search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
     sweep.tune_phase(Phase.SEARCH, args, expected)
+    baseline = _start_baseline(sweep)  # scored beside the winner
     verdict = [ref.label for ref in sweep.spec.verdict_sets()]
-    _score_baseline(sweep)
     winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase=Phase.SEARCH)
     if winner is not None and verdict:
         checkpoint = winner.data.tags.get(Tag.CHECKPOINT, "")
-        sweep.score_phase(
+        scoring = sweep.start_scoring(
             Phase.VERDICT,
             storage.join(checkpoint, "model"),
             verdict,
             {Tag.LOSS: winner.data.tags[Tag.LOSS], Tag.SCORES_RUN: winner.info.run_id},
             step=sweep.spec.training.steps,
         )
+        sweep.finish_scoring(scoring)
+    sweep.finish_scoring(baseline)
 
 
 def _compare(sweep: Sweep) -> None:
@@ -309,19 +330,21 @@ def _compare(sweep: Sweep) -> None:
     args, expected = search_args(spec, studies, sweep.metric)
     sweep.tune_phase(Phase.TUNE, args, expected)
     best = _best_configs(sweep.tracker, sweep.parent, sweep.metric)
-    _score_baseline(sweep)
+    baseline = _start_baseline(sweep)  # scored beside the seed runs
     seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
     seed_args = {
         "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
         "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
     }
     sweep.tune_phase(Phase.SEEDS, seed_args, len(best) * len(seeds))
+    sweep.finish_scoring(baseline)
 
 
-def _score_baseline(sweep: Sweep) -> None:
-    """The model before training, scored once on every eval set (no search decision depends on it)."""
+def _start_baseline(sweep: Sweep):
+    """The model before training, scored once on every eval set, beside what the sweep does next. It
+    starts only once every search decision is made: no verdict set is scored before that."""
     sets = [ref.label for ref in sweep.spec.eval]
-    sweep.score_phase(Phase.BASELINE, sweep.spec.model, sets, {Tag.LOSS: "baseline (untrained)"}, step=0)
+    return sweep.start_scoring(Phase.BASELINE, sweep.spec.model, sets, {Tag.LOSS: "baseline (untrained)"}, step=0)
 
 
 def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):

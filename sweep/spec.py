@@ -303,6 +303,18 @@ class ResourcesSpec(_Section):
         Int, _bound(lambda v: v >= -1, "{value}: use -1 (retry forever), 0 or a positive count")
     ] = Field(1, description="worker-group restarts per trial (-1: forever)")
     memory_per_worker_gb: Memory | None = None
+    in_trial: Bool = Field(
+        True,
+        description="a 1-worker sweep trial trains in its Tune trial's process, reused by the next trial, "
+        "instead of starting a Ray Train worker group (false: always a worker group)",
+    )
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        # NCCL refuses two ranks of one group on one GPU; Ray would place fractional workers together.
+        g = self.gpus_per_worker
+        if self.workers > 1 and 0 < g < 1:
+            return [("gpus_per_worker", f"{g}: several workers cannot share a GPU (NCCL needs one per rank); use 1")]
+        return []
 
 
 class MLflowSpec(_Section):

@@ -76,17 +76,21 @@ def train_step(
     autocast: contextlib.AbstractContextManager | None = None,
     scaler: torch.amp.GradScaler | None = None,
     step: int = 0,
+    replays_forward: bool = False,
 ) -> float:
     """Forward, backward, average gradients over workers, clip, step; returns the loss.
 
     The returned value is the mean over workers (an all-reduce of one number), so every worker sees
     the same value and a NaN on any worker stops all of them at the same step. For losses built to
-    gather, each worker's value already is the global-batch loss.
+    gather, each worker's value already is the global-batch loss. A GradCache loss (`replays_forward`)
+    runs the model again inside its backward hook: its backward stays under `autocast`, so the replay
+    computes in the precision of the first pass.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast or contextlib.nullcontext():
         value = loss_value(loss(features, labels))
-    (scaler.scale(value) if scaler else value).backward()
+    with autocast if autocast is not None and replays_forward else contextlib.nullcontext():
+        (scaler.scale(value) if scaler else value).backward()
     reported = value.detach().float().clone()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(reported)

@@ -46,10 +46,12 @@ def _score(spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_
     return result.metrics
 
 
-def score_model(spec: Spec, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> dict[str, Any]:
-    """Score `model` (a model reference or a checkpoint's model folder) on the named eval sets."""
+def start_scoring(spec: Spec, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> ray.ObjectRef:
+    """Start scoring `model` (a model reference or a checkpoint's model folder) on the named eval sets;
+    `ray.get` of the returned reference gives the metrics, once they are logged to `run_id`."""
+    ensure_ray()
     task = _on_one_worker(spec, _score)
-    return ray.get(task.remote(spec.to_dict(), model, sets, worker_tracking_uri(tracking_uri), run_id, step))
+    return task.remote(spec.to_dict(), model, sets, worker_tracking_uri(tracking_uri), run_id, step)
 
 
 def _mine(spec_data: dict, directory: str) -> dict:

@@ -36,12 +36,18 @@ class TrialResult:
     links: list[str]  # the run in the MLflow UI
 
 
-def scaling_config(spec: Spec) -> ScalingConfig:
-    """`resources.workers` workers, each with `cpus_per_worker` CPUs and `gpus_per_worker` GPUs."""
+def worker_resources(spec: Spec) -> dict[str, float]:
+    """One worker's share: `cpus_per_worker` CPUs, `gpus_per_worker` GPUs, `memory_per_worker_gb`."""
     r = spec.resources
     resources = {"CPU": r.cpus_per_worker} | ({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})
     if r.memory_per_worker_gb:
         resources["memory"] = int(r.memory_per_worker_gb * 2**30)
+    return resources
+
+
+def scaling_config(spec: Spec) -> ScalingConfig:
+    """`resources.workers` workers, each with `worker_resources`."""
+    r, resources = spec.resources, worker_resources(spec)
     return ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources)
 
 

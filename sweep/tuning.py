@@ -1,14 +1,16 @@
 """Ray Tune for a sweep: the trial function, how a trial's MLflow run is closed, one phase of trials.
 
-Each trial is a Tune function trainable that runs a `TorchTrainer` (Ray Train V2's pattern, with
-`TuneReportCallback` forwarding the workers' reports). Its MLflow child run is found again by its
-Tune trial id, so `--resume` never duplicates a run. Searches and tuning trials score the selection
-set only; a compare's seed runs score every set, once, at the end.
+Each trial is a Tune function trainable. A trial of several workers runs a `TorchTrainer` (Ray Train
+V2's pattern, with `TuneReportCallback` forwarding the workers' reports); a 1-worker trial trains in
+the trial's own process, which Tune reuses for the next trial (`resources.in_trial`). Its MLflow child
+run is found again by its Tune trial id, so `--resume` never duplicates a run. Searches and tuning
+trials score the selection set only; a compare's seed runs score every set, once, at the end.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,25 @@ from .space import Space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tracking import DataInput, Provenance, Tracker
-from .trial import run_trainer
+from .trial import run_trainer, worker_resources
+from .worker import train_in_trial
 
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
 # costs `workers x resources per worker`). Tune refuses an empty request, and any CPU share would
 # leave the workers one short on a full node; one byte of Ray's `memory` resource schedules anywhere.
 TRIAL_DRIVER_RESOURCES = {"memory": 1}
+
+
+def runs_in_trial(spec: Spec) -> bool:
+    """Whether a trial trains in its own Tune process instead of starting a Ray Train worker group."""
+    return spec.resources.workers == 1 and spec.resources.in_trial
+
+
+def trial_resources(spec: Spec) -> dict[str, float]:
+    """What Tune reserves for a trial: its one worker's share when it trains itself, else a token."""
+    return worker_resources(spec) if runs_in_trial(spec) else TRIAL_DRIVER_RESOURCES
+
+
 SEARCH_STUDY = "search"  # the one study of a search; a compare names each study after its loss
 
 
@@ -89,6 +104,8 @@ def sweep_trial(
     run_id = tracker.find_child(parent_run_id, trial_id)
     if run_id is not None and _already_completed(tracker, run_id):
         return  # finished before the driver went down: its result is in MLflow, nothing is re-run
+    if run_id is not None:
+        raise_if_failed(tracker, run_id)  # Tune retrying a diverged trial: fail again, train nothing
     if run_id is None:
         tags = {
             Tag.TRIAL_ID: trial_id,
@@ -108,7 +125,10 @@ def sweep_trial(
             parent_run_id=parent_run_id,
             tags=tags,
         )
-    run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+    if runs_in_trial(trial):
+        train_in_trial({"spec": trial.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri})
+    else:
+        run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
     raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
 
 
@@ -122,11 +142,24 @@ def _already_completed(tracker: Tracker, run_id: str) -> bool:
 
 
 class CloseChildRuns(tune.Callback):
-    """On the driver: mark each finished trial's child run completed, pruned (stopped early) or failed."""
+    """On the driver: mark each finished trial's child run completed, pruned (stopped early) or failed,
+    with what the trial cost beyond training: `trial/startup_seconds` (Tune started it to the end of its
+    first step) and `trial/teardown_seconds` (its last logged loss to its run closed)."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, total_steps: int, output_dir: str) -> None:
         self.tracking_uri, self.parent_run_id, self.total_steps = tracking_uri, parent_run_id, total_steps
         self.output_dir = output_dir  # Ray gives checkpoint paths inside its filesystem; the tag is a full URI
+        self.started: dict[str, float] = {}  # trial id -> when Tune started it (its first start)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def _fixed_costs(self, tracker: Tracker, run_id: str, trial_id: str) -> dict[str, float]:
+        losses = tracker.client.get_metric_history(run_id, "train/loss")
+        if not losses or trial_id not in self.started:
+            return {}  # no step trained, or started by a driver before a crash
+        first, last = min(m.timestamp for m in losses) / 1000, max(m.timestamp for m in losses) / 1000
+        return {"trial/startup_seconds": first - self.started[trial_id], "trial/teardown_seconds": time.time() - last}
 
     def _close(self, trial, state: str, status: str, extra: dict | None = None) -> None:
         tracker = Tracker(self.tracking_uri)
@@ -141,9 +174,14 @@ class CloseChildRuns(tune.Callback):
         tags = {Tag.STATE: state, Tag.LAST_STEP: str(last.get("step", 0))}
         if state == TrialState.FAILED and recorded.get(Tag.ERROR):
             extra = {}  # the worker already recorded the precise reason (step, value)
-        if last.get("checkpoint_path"):
-            tags[Tag.CHECKPOINT] = storage.as_uri(self.output_dir, last["checkpoint_path"])
+        # A worker group's checkpoint comes with its report; a trial's own, through Tune.
+        saved = last.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint else None)
+        if saved:
+            tags[Tag.CHECKPOINT] = storage.as_uri(self.output_dir, saved)
         tracker.set_tags(run_id, tags | (extra or {}))
+        costs = self._fixed_costs(tracker, run_id, trial.trial_id)
+        if costs:
+            tracker.log_metrics(run_id, costs, int(last.get("step", 0)))
         tracker.end_run(run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -167,7 +205,11 @@ def run_phase(
     tune_config: dict[str, Any],
     param_space: dict | None,
     callbacks: list,
+    in_trial: bool,
+    max_failures: int,
 ) -> tune.ResultGrid:
+    """One Tune run. Trials that train in their own process keep their checkpoints, are retried by
+    Tune (`max_failures`) and reuse one another's processes; a worker group is retried by Ray Train."""
     path = storage.join(root, name)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
@@ -175,10 +217,18 @@ def run_phase(
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
-            tune_config=tune.TuneConfig(**tune_config),  # metric and mode live in the searcher and scheduler
+            # metric and mode live in the searcher and scheduler
+            tune_config=tune.TuneConfig(**tune_config, reuse_actors=in_trial),
             # A fresh list per Tuner: Tune appends its own reporter to the list it is given.
             # verbose=0: lossweep shows its own table of trials (console.py); Tune's goes nowhere.
-            run_config=tune.RunConfig(name=name, storage_path=root, callbacks=list(callbacks), verbose=0),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=root,
+                callbacks=list(callbacks),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=max_failures if in_trial else 0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
         )
     return tuner.fit()
 

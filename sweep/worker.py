@@ -9,7 +9,9 @@ sentence-transformers (tokenisation, the losses, the model) and is what makes N 
 train exactly like one worker x N*B rows.
 
 Every worker builds the same global batches and takes its slice; rank 0 logs to MLflow and saves
-checkpoints; every rank reports to Ray Train.
+checkpoints; every rank reports to Ray Train. A 1-worker trial of a sweep runs the same loop inside its
+Tune trial's own process (`train_in_trial`): no Ray Train controller or worker process to start, and
+the next trial reuses the process with its imports done (loading MiniLM again takes ~0.1 s).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,10 +30,11 @@ from typing import Any
 
 import datasets
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
-from ray.train import Checkpoint
 from transformers import get_scheduler
 
 from lossweep.losses import build_loss, get_entry
@@ -47,10 +51,47 @@ from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory,
 from .tracking import Tracker
 
 
+@dataclass(frozen=True)
+class Session:
+    """Where the loop runs: its rank among the workers, its device, and how it finds its last checkpoint
+    and reports (metrics and a checkpoint folder) — to Ray Train in a worker group, to Tune in a trial."""
+
+    rank: int
+    world: int
+    device: torch.device
+    last_checkpoint: Callable[[], Any]
+    report: Callable[[dict[str, Any], str | None], None]
+
+
+def ray_train_session() -> Session:
+    """A Ray Train worker of a `TorchTrainer`."""
+    context = ray.train.get_context()
+
+    def report(metrics: dict[str, Any], folder: str | None) -> None:
+        saved = ray.train.Checkpoint.from_directory(folder) if folder else None
+        step = metrics["step"]
+        ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"step_{step:07d}")
+
+    rank, world = context.get_world_rank(), context.get_world_size()
+    return Session(rank, world, ray.train.torch.get_device(), ray.train.get_checkpoint, report)
+
+
+def tune_session() -> Session:
+    """The Tune trial's own process, as the only worker: it holds the trial's CPUs (and GPU)."""
+    gpus = ray.get_gpu_ids()
+    device = torch.device("cuda", 0) if gpus and torch.cuda.is_available() else torch.device("cpu")
+
+    def report(metrics: dict[str, Any], folder: str | None) -> None:
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder) if folder else None)
+
+    return Session(0, 1, device, ray.tune.get_checkpoint, report)
+
+
 @dataclass
 class Trial:
     """What one worker holds while it trains."""
 
+    session: Session
     spec: Spec
     run_id: str
     rank: int
@@ -69,6 +110,7 @@ class Trial:
     evaluators: list[Evaluator]
     autocast: contextlib.AbstractContextManager | None = None
     scaler: torch.amp.GradScaler | None = None
+    replays_forward: bool = False  # a GradCache loss: the model runs again in the backward
     start: int = 0
     step: int = 0  # the step being trained (for the out-of-memory message)
     log: dict[str, float] = field(default_factory=dict)  # the running window of train/samples_per_second
@@ -76,8 +118,20 @@ class Trial:
 
 def train_loop(config: dict[str, Any]) -> None:
     """The Ray Train worker function."""
+    run_loop(config, ray_train_session())
+
+
+def train_in_trial(config: dict[str, Any]) -> None:
+    """A 1-worker trial trained in the calling Tune trial's process, reporting to Tune. Its torch
+    threads are its CPUs, as Ray Train sets them for a worker."""
+    torch.set_num_threads(max(1, int(parse_spec(config["spec"]).resources.cpus_per_worker)))
+    run_loop(config, tune_session())
+
+
+def run_loop(config: dict[str, Any], session: Session) -> None:
+    """Setup, resume, train, evaluate and report, wherever the loop runs."""
     _quiet_worker_logs()
-    trial = setup(config)
+    trial = setup(config, session)
     if resume(trial):
         return
     record_attempt(trial)
@@ -89,12 +143,10 @@ def train_loop(config: dict[str, Any]) -> None:
 # --- 1. Setup ------------------------------------------------------------------------------------------
 
 
-def setup(config: dict[str, Any]) -> Trial:
+def setup(config: dict[str, Any], session: Session) -> Trial:
     """Seeds, data, model, loss (gathering across workers when there are several), optimiser."""
     spec = parse_spec(config["spec"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     _seed(spec.training.seed)
     dataset = train_dataset(spec)
     sampler = get_entry(spec.loss.leaf).sampler
@@ -115,6 +167,7 @@ def setup(config: dict[str, Any]) -> Trial:
     if precision != "fp32":
         autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return Trial(
+        session=session,
         spec=spec,
         run_id=config["run_id"],
         rank=rank,
@@ -133,7 +186,17 @@ def setup(config: dict[str, Any]) -> Trial:
         evaluators=build_evaluators(spec),
         autocast=autocast,
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        replays_forward=_replays_forward(spec),
     )
+
+
+def _replays_forward(spec: Spec) -> bool:
+    """Whether the loss (or the base a modifier wraps) back-propagates through a GradCache hook."""
+    config = spec.loss_config()
+    while config.base is not None:
+        config = config.base
+    cache = get_entry(config.name).gradient_cache
+    return bool(cache and cache(config.params))
 
 
 def _seed(seed: int) -> None:
@@ -166,7 +229,7 @@ def _quiet_worker_logs() -> None:
 def resume(trial: Trial) -> bool:
     """Continue from the last reported checkpoint of a restarted worker group. True when that
     checkpoint is the final one: its result is handed back and nothing is trained or logged twice."""
-    found: Checkpoint | None = ray.train.get_checkpoint()
+    found = trial.session.last_checkpoint()
     if found is None:
         return False
     with found.as_directory() as directory:
@@ -174,7 +237,7 @@ def resume(trial: Trial) -> bool:
             Path(directory), trial.model, trial.loss, trial.optimizer, trial.scheduler
         )
     if trial.start >= trial.steps:
-        ray.train.report(metrics)
+        trial.session.report(metrics, None)
         return True
     return False
 
@@ -251,6 +314,7 @@ def _optimise(trial: Trial) -> float:
             autocast=trial.autocast,
             scaler=trial.scaler,
             step=done,
+            replays_forward=trial.replays_forward,
         )
         window = (window[0], window[1] + 1)
         if trial.tracker and (done % log_every == 0 or done == trial.steps or done == trial.start + 1):
@@ -306,5 +370,5 @@ def evaluate_and_report(trial: Trial, step: int, train_metrics: dict[str, float]
             if final and result.per_query:
                 trial.tracker.log_dict(trial.run_id, result.per_query, PER_QUERY_ARTIFACT)
             checkpoint.save(Path(tmp), trial.model, trial.loss, trial.optimizer, trial.scheduler, step, metrics)
-            saved = Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"step_{step:07d}")
+            saved = tmp
+        trial.session.report(metrics, saved)

@@ -15,6 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 RATIOS = {
     "ray_overhead": "throughput_ratio",
+    "trial_overhead": "warm_fixed_ratio_after_over_before",
     "gather_exact": "gather_cost_ratio",
     "eval_dims": "speedup_vs_reference",
     "memory": "cached_peak_ratio_high_over_low",

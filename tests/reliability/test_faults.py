@@ -47,55 +47,99 @@ def runs_with(client: MlflowClient, filter_string: str) -> list:
         return []
 
 
-@pytest.mark.slow
-def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, tiny_model_path, tmp_path):
-    spec = {
-        "name": "worker-dies",
+def kill_when(command: list[str], ready, process: str, count: int, what: str) -> tuple[int, str]:
+    """Run `command` in its own session; once `ready()` holds, SIGKILL the last of its `count` Ray
+    processes named `process`. Its exit code and output, once it has finished."""
+    running = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        wait_until(ready, 300, what, running)
+        found = ray_processes(process, running.pid)
+        assert len(found) == count, found
+        os.kill(found[-1], signal.SIGKILL)
+        output = running.communicate(timeout=600)[0]
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    return running.returncode, output
+
+
+def assert_resumed_once(client: MlflowClient, run_id: str, metric: str, every: int, last: int) -> None:
+    """One finished run, restarted once from a checkpoint at a multiple of `every`, with `metric`
+    logged to step `last`; a step trained twice logged the same value twice."""
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["lossweep.restarts"] == "1"
+    resumed = int(finished.data.tags["lossweep.resumed_from_step"])
+    assert resumed >= every and resumed % every == 0
+    history = client.get_metric_history(run_id, metric)
+    assert history[-1].step == last
+    values: dict[int, set] = {}
+    for point in history:
+        values.setdefault(point.step, set()).add(round(point.value, 9))
+    assert all(len(v) == 1 for v in values.values()), values
+
+
+def long_trial(name: str, data_dir, model: str, tmp_path, **changes) -> dict:
+    """100 steps of MNRL on Cranfield, evaluated (and checkpointed) every 20: time to kill something."""
+    return {
+        "name": name,
         "data_dir": str(data_dir),
-        "model": tiny_model_path,
+        "model": model,
         "train": {"path": "cranfield", "split": "train"},
         "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 50, "name": "sts"}],
         "loss": {"name": "MultipleNegativesRankingLoss"},
         "training": {"batch_size": 16, "steps": 100, "learning_rate": 1e-4, "log_every_steps": 10},
         "evaluation": {"every_steps": 20, "at_start": False},
-        "resources": {"workers": 2, "max_failures": 1},
         "output_dir": str(tmp_path / "runs"),
-    }
+    } | changes
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_from_its_checkpoint_in_the_same_run(data_dir, tiny_model_path, tmp_path):
+    spec = long_trial("worker-dies", data_dir, tiny_model_path, tmp_path, resources={"workers": 2, "max_failures": 1})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = ["lossweep", "train", str(path), "--tracking-uri", uri]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
     client = MlflowClient(uri)
-    try:
-        # Given a trial whose checkpoint Ray Train has registered (its snapshot names it)
-        wait_until(lambda: registered_checkpoint(tmp_path / "runs"), 300, "a registered checkpoint", process)
-        # When one Ray Train worker process is killed
-        workers = ray_processes("RayTrainWorker", process.pid)
-        assert len(workers) == 2, workers
-        os.kill(workers[-1], signal.SIGKILL)
-        output = process.communicate(timeout=600)[0]
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    # Given a trial whose checkpoint Ray Train has registered (its snapshot names it)
+    # When one Ray Train worker process is killed
+    returncode, output = kill_when(
+        command, lambda: registered_checkpoint(tmp_path / "runs"), "RayTrainWorker", 2, "a registered checkpoint"
+    )
     # Then the trial resumed from its last checkpoint and finished, as one MLflow run
-    assert process.returncode == 0, output[-3000:]
+    assert returncode == 0, output[-3000:]
     runs = runs_with(client, "")
     assert len(runs) == 1
-    finished = client.get_run(runs[0].info.run_id)
-    assert finished.info.status == "FINISHED"
-    assert finished.data.tags["lossweep.restarts"] == "1"
-    resumed = int(finished.data.tags["lossweep.resumed_from_step"])
-    assert resumed >= 20 and resumed % 20 == 0
-    history = client.get_metric_history(finished.info.run_id, "eval/sts/spearman_cosine")
-    assert history[-1].step == 100
     # Steps after the checkpoint are trained again; a step logged twice has the same value twice.
-    values: dict[int, set] = {}
-    for point in history:
-        values.setdefault(point.step, set()).add(round(point.value, 9))
-    assert all(len(v) == 1 for v in values.values()), values
+    assert_resumed_once(client, runs[0].info.run_id, "eval/sts/spearman_cosine", every=20, last=100)
+
+
+@pytest.mark.slow
+def test_killed_trial_process_resumes_from_its_checkpoint_in_the_same_run(data_dir, tiny_model_path, tmp_path):
+    """A 1-worker sweep trial trains in its Tune trial's process: Tune restarts it from its checkpoint."""
+    sweep = {"mode": "search", "losses": ["MultipleNegativesRankingLoss"], "trials": 1, "scheduler": "none"}
+    resources = {"workers": 1, "max_failures": 1}
+    spec = long_trial("trial-dies", data_dir, tiny_model_path, tmp_path, resources=resources, sweep=sweep)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = ["lossweep", "sweep", str(path), "--tracking-uri", uri]
+    client = MlflowClient(uri)
+    # Given a trial with two checkpoints in its Tune folder (so Tune has registered the first)
+    # When the trial's own process (Tune's actor, which trains it) is killed
+    trial_dir = tmp_path / "runs" / "trial-dies" / "search"
+    returncode, output = kill_when(
+        command, lambda: list(trial_dir.glob("*/checkpoint_000001")), "ImplicitFunc", 1, "two checkpoints"
+    )
+    # Then Tune restarted it from its checkpoint, and it finished as one MLflow run
+    assert returncode == 0, output[-3000:]
+    children = runs_with(client, "tags.`lossweep.phase` = 'search'")
+    assert len(children) == 1
+    assert children[0].data.tags["lossweep.trial_state"] == "completed"
+    assert_resumed_once(client, children[0].info.run_id, "eval/sts/spearman_cosine", every=20, last=100)
 
 
 @pytest.mark.slow

@@ -154,6 +154,10 @@ BAD_SPECS = {
         lambda s: s["training"].update(precision="fp8"),
         "training.precision: 'fp8' is not one of ['fp32', 'bf16', 'fp16']",
     ),
+    "workers sharing a GPU": (
+        lambda s: s.update(resources={"workers": 2, "gpus_per_worker": 0.5}),
+        "resources.gpus_per_worker: 0.5: several workers cannot share a GPU (NCCL needs one per rank); use 1",
+    ),
     "fp16 without a GPU": (
         lambda s: s["training"].update(precision="fp16"),
         "training.precision: fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32",
