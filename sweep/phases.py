@@ -37,6 +37,7 @@ from .inputs import complete_loss, data_inputs, resolve_paths, validate
 from .leaderboard import Leaderboard
 from .preflight import preflight
 from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
+from .runs import delete_lost_runs
 from .space import Space, build_space, grid_configs
 from .spec import Spec, SpecError
 from .tasks import mine_negatives, start_scoring
@@ -144,6 +145,7 @@ class Sweep:
         ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
         if ended < expected:
             raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
+        delete_lost_runs(self.tracker, self.parent, name)
         self.done(name)
 
     def done(self, name: str) -> None:

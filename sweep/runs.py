@@ -78,3 +78,25 @@ def raise_if_failed(tracker: Tracker, run_id: str) -> None:
     tags = tracker.client.get_run(run_id).data.tags
     if tags.get(Tag.FAILURE):
         raise TrialFailed(tags[Tag.ERROR])
+
+
+LOST_NOTE = (
+    "The sweep's driver stopped after this trial started but before Tune saved it, so `--resume` "
+    "ran the trial again under a new trial id. Deleted so that each trial has one run; restore it "
+    "from the UI's deleted runs to look at it."
+)
+
+
+def delete_lost_runs(tracker: Tracker, parent_run_id: str, phase: str) -> list[str]:
+    """Delete the child runs of a finished phase still open: trials Tune never recorded, whose runs no
+    callback will close. Called once each trial Tune knows has had its run closed; returns their ids."""
+    lost = [
+        run.info.run_id
+        for run in tracker.children(parent_run_id)
+        if run.data.tags.get(Tag.PHASE) == phase and run.info.status == "RUNNING"
+    ]
+    for run_id in lost:
+        tracker.set_tags(run_id, {"mlflow.note.content": LOST_NOTE})
+        tracker.end_run(run_id, "KILLED")
+        tracker.client.delete_run(run_id)
+    return lost

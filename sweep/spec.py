@@ -401,11 +401,20 @@ class SweepSpec(_Section):
             if names and loss not in names:
                 found.append((f"params.{loss}", f"{loss} is not among sweep.losses {names}"))
             known = {p.name for p in LOSSES[loss].params}
+            fixed = self._fixed_params(loss)
             for param in ranges:
                 if param not in known:
                     valid = sorted(known)
                     found.append((f"params.{loss}.{param}", f"{loss} has no parameter {param!r}; valid: {valid}"))
+                elif param in fixed:
+                    where = f"fixed to {fixed[param]!r} by sweep.losses"
+                    found.append((f"params.{loss}.{param}", f"{where}; search it or fix it, not both"))
         return found
+
+    def _fixed_params(self, loss: str) -> dict[str, Any]:
+        """The parameters `sweep.losses` fixes for a loss (none when it lists it by name only)."""
+        listed = [] if self.losses == "all" else self.losses
+        return next((dict(item.params) for item in listed if not isinstance(item, str) and item.name == loss), {})
 
     def _shared(self) -> list[tuple[str, str]]:
         return [

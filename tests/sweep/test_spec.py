@@ -178,6 +178,15 @@ BAD_SPECS = {
         lambda s: s["train"].update(split="dev"),
         "no qrels for split 'dev'; splits found: ['test', 'train']",
     ),
+    "a parameter both fixed and searched": (
+        lambda s: s.update(
+            sweep={
+                "losses": [{"name": "MultipleNegativesRankingLoss", "params": {"scale": 20.0}}],
+                "params": {"MultipleNegativesRankingLoss": {"scale": {"choices": [10.0, 30.0]}}},
+            }
+        ),
+        "sweep.params.MultipleNegativesRankingLoss.scale: fixed to 20.0 by sweep.losses; search it or fix it, not both",
+    ),
     "compare judged on the set that chose its configurations": (
         lambda s: s.update(sweep={"mode": "compare", "losses": ["MultipleNegativesRankingLoss"], "seeds": 3}),
         "sweep.select_on: compare mode would judge the losses on 'cranfield', the set that chose their configurations",

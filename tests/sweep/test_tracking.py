@@ -6,8 +6,9 @@ import subprocess
 
 import pytest
 
-from lossweep.sweep.protocol import SWEEP_ROLE, Tag
+from lossweep.sweep.protocol import SWEEP_ROLE, Tag, TrialState
 from lossweep.sweep.report import SweepNotFound, find_sweep
+from lossweep.sweep.runs import LOST_NOTE, close_run, delete_lost_runs
 from lossweep.sweep.tracking import RunNotFound, Tracker
 
 
@@ -50,3 +51,22 @@ def test_an_unknown_id_is_a_one_line_error_for_every_command(store, command, tmp
     assert done.returncode == 1
     assert done.stderr.startswith("error: no ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_runs_a_finished_phase_left_open_are_deleted_with_a_note_and_closed_ones_are_kept(store):
+    tracker, parent, trials = store
+    # Given a finished search whose trials were closed, and one run a killed driver never closed
+    for run_id in trials[:3]:
+        tracker.set_tags(run_id, {Tag.PHASE: "search"})
+    close_run(tracker, trials[0], TrialState.COMPLETED)
+    close_run(tracker, trials[1], TrialState.FAILED)
+    tracker.set_tags(trials[3], {Tag.PHASE: "seeds"})  # another phase, still under way
+    # When the phase's lost runs are deleted
+    assert delete_lost_runs(tracker, parent, "search") == [trials[2]]
+    # Then only the open run of that phase is gone from the sweep, ended and explained
+    remaining = {run.info.run_id for run in tracker.children(parent)}
+    assert trials[2] not in remaining and {trials[0], trials[1], trials[3]} <= remaining
+    lost = tracker.client.get_run(trials[2])
+    assert lost.info.lifecycle_stage == "deleted" and lost.info.status == "KILLED"
+    assert lost.data.tags["mlflow.note.content"] == LOST_NOTE
+    assert tracker.client.get_run(trials[1]).info.status == "FAILED"
