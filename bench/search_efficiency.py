@@ -14,10 +14,14 @@ reads its curve from the table instead of training. Each search runs with severa
 
 Spend = the steps of every trial started up to and including the first one to report a score within
 1 point of the grid's best (its pruned trials counted at the step ASHA stopped them). The grid's
-spend is all its trials to the end: only then does it know which is best. Three searches:
+spend is all its trials to the end: only then does it know which is best. The searches:
 `tpe+asha` (lossweep's: a trial ASHA stopped is told to Optuna as pruned), `tpe+asha, pruned as
 final` (the stopped trial's truncated score told as if it were final: what Ray's OptunaSearch does),
-and `random` without pruning.
+`random` without pruning, and three diagnostics: `4 startup trials` (Optuna's default is 10 random
+ones first), `independent` (one TPE per parameter instead of lossweep's multivariate, `group=True`
+one), `numeric ranges` (learning rate, scale, temperature and margins searched as log ranges over the
+same span, so TPE knows their order, each trial read at its nearest grid point) and `tpe, no
+pruning` (TPE alone, every trial to the end).
 Targets: small, TPE+ASHA <= 40% of the grid's spend; hard, TPE+ASHA <= 50% of random's.
 
     python bench/search_efficiency.py
@@ -26,6 +30,7 @@ Targets: small, TPE+ASHA <= 40% of the grid's spend; hard, TPE+ASHA <= 50% of ra
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import statistics
@@ -121,7 +126,10 @@ def sweep_spec(model: str, steps: int, rung: int, losses: dict[str, dict], rates
         "evaluation": {"every_steps": rung, "at_start": False},
         "sweep": {
             "mode": "search",
-            "losses": [{"name": loss, "params": fixed.get(loss, {})} for loss in losses],
+            "losses": [  # a searched parameter is not also fixed (the spec refuses that)
+                {"name": loss, "params": {k: v for k, v in fixed.get(loss, {}).items() if k not in searched}}
+                for loss, searched in losses.items()
+            ],
             "params": {loss: {k: {"choices": v} for k, v in params.items()} for loss, params in losses.items()},
             "shared": {"learning_rate": {"choices": rates}},
             "scheduler": "asha",
@@ -183,28 +191,65 @@ class Reached(Stopper):
         return self.done
 
 
-def truncated_as_final():
-    """lossweep's searcher, but a trial ASHA stopped is told to Optuna with its last score, as final."""
+def variant(as_final: bool, tpe: dict[str, Any] | None):
+    """lossweep's searcher with one change: a trial ASHA stopped told to Optuna with its last score as
+    if final (`as_final`), or TPE with other settings than lossweep's (`tpe`: TPESampler arguments)."""
+    import optuna
     from optuna.trial import TrialState
 
     from lossweep.sweep.studies import StudySearch
 
-    class TruncatedAsFinal(StudySearch):
+    class Variant(StudySearch):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            for i, study in enumerate(self.studies.values()):
+                if tpe is not None:
+                    study.sampler = optuna.samplers.TPESampler(seed=kwargs["seed"] + i, **tpe)
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self.live and result and self.metric in result and not error:
+            if as_final and trial_id in self.live and result and self.metric in result and not error:
                 name, trial = self.live.pop(trial_id)
                 self.studies[name].tell(trial, float(result[self.metric]), state=TrialState.COMPLETE)
                 return
             super().on_trial_complete(trial_id, result, error)
 
-    return TruncatedAsFinal
+    return Variant
 
 
-METHODS = {  # name: (sampler, ASHA, pruned trials told as final)
-    "tpe+asha": ("tpe", True, False),
-    "tpe+asha, pruned as final": ("tpe", True, True),
-    "random": ("random", False, False),
+LOSSWEEP_TPE = {"multivariate": True, "group": True, "constant_liar": True}  # studies.make_sampler's
+# name: (sampler, ASHA, pruned trials told as final, TPE settings other than lossweep's, numeric ranges)
+METHODS: dict[str, tuple[str, bool, bool, dict[str, Any] | None, bool]] = {
+    "tpe+asha": ("tpe", True, False, None, False),
+    "tpe+asha, pruned as final": ("tpe", True, True, None, False),
+    "tpe+asha, 4 startup trials": ("tpe", True, False, LOSSWEEP_TPE | {"n_startup_trials": 4}, False),
+    "tpe+asha, independent": ("tpe", True, False, {"constant_liar": True}, False),
+    "tpe+asha, numeric ranges": ("tpe", True, False, None, True),
+    "tpe, no pruning": ("tpe", False, False, None, False),
+    "random": ("random", False, False, None, False),
 }
+
+
+def as_ranges(sweep: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's numeric choices as log ranges over the same span, so TPE models their order."""
+
+    def span(choices: dict) -> dict:
+        return {"low": min(choices["choices"]), "high": max(choices["choices"]), "log": True}
+
+    params = {loss: {k: span(r) for k, r in ranges.items()} for loss, ranges in sweep["params"].items()}
+    return sweep | {"params": params, "shared": {k: span(r) for k, r in sweep["shared"].items()}}
+
+
+def snapped(config: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
+    """A trial drawn from `as_ranges` moved to the grid point nearest it (each value, in log space)."""
+    config = decode_config(config)
+    groups = {config["loss"]: sweep["params"].get(config["loss"], {}), "shared": sweep["shared"]}
+    moved = dict(config)
+    for group, ranges in groups.items():
+        moved[group] = {
+            k: min(ranges[k]["choices"], key=lambda c, v=v: abs(math.log(c / v))) if k in ranges else v
+            for k, v in (config.get(group) or {}).items()
+        }
+    return moved
 
 
 def replay(
@@ -216,22 +261,26 @@ def replay(
     from lossweep.sweep.space import build_space as space_of
     from lossweep.sweep.tuning import SEARCH_STUDY, search_args
 
-    sampler, asha, as_final = METHODS[method]
+    sampler, asha, as_final, tpe, numeric = METHODS[method]
     scheduler = "asha" if asha else "none"
-    spec = parse_spec(
-        spec_dict
-        | {"sweep": spec_dict["sweep"] | {"seed": seed, "sampler": sampler, "scheduler": scheduler, "trials": trials}}
-    )
+    grid_sweep = spec_dict["sweep"]
+    sweep = (as_ranges(grid_sweep) if numeric else grid_sweep) | {
+        "seed": seed,
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "trials": trials,
+    }
+    spec = parse_spec(spec_dict | {"sweep": sweep})
     space, _ = space_of(spec, None)
 
     def trainable(config: dict) -> None:
-        for i, value in enumerate(curves[key(config["trial"])]):
+        for i, value in enumerate(curves[key(snapped(config["trial"], grid_sweep))]):
             tune.report({"step": (i + 1) * rung, METRIC: value})
 
     args, _ = search_args(spec, {SEARCH_STUDY: space}, METRIC)
-    if as_final:
+    if as_final or tpe is not None:
         searcher = args["tune_config"]["search_alg"]
-        args["tune_config"]["search_alg"] = truncated_as_final()(
+        args["tune_config"]["search_alg"] = variant(as_final, tpe)(
             {SEARCH_STUDY: space}, trials, metric=METRIC, total_steps=searcher.total_steps, sampler=sampler, seed=seed
         )
     tuner = tune.Tuner(
@@ -260,8 +309,11 @@ def spend_to_reach(trials: list[tuple[int, float]], target: float) -> int | None
     return None
 
 
-def run_problem(name: str, problem: dict, model: str, seeds: int, smoke: bool) -> dict[str, Any]:
-    """Train the problem's grid (its table of learning curves), then replay each search `seeds` times."""
+def run_problem(
+    name: str, problem: dict, model: str, seeds: int, smoke: bool, earlier: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Train the problem's grid (its table of learning curves; `earlier`: curves already trained, by
+    point), then replay each search `seeds` times."""
     steps, rung, trials = problem["steps"], problem["rung"], problem["trials"]
     spec_dict = sweep_spec(model, steps, rung, problem["losses"], problem["rates"])
     space, _ = build_space(parse_spec(spec_dict), None)
@@ -273,8 +325,12 @@ def run_problem(name: str, problem: dict, model: str, seeds: int, smoke: bool) -
         test = type(test)(dict(list(test.corpus.items())[:200]), test.queries, test.qrels)
     evaluator = RetrievalEvaluator("cranfield", test, dims=None, batch_size=128)
     started = time.perf_counter()
-    curves = {key(c): learning_curve(c, model, steps, rung, evaluator, pairs) for c in grid}
+    curves = {
+        key(c): earlier[key(c)] if key(c) in earlier else learning_curve(c, model, steps, rung, evaluator, pairs)
+        for c in grid
+    }
     table_seconds = time.perf_counter() - started
+    reused = sum(key(c) in earlier for c in grid)
     finals = {k: c[-1] for k, c in curves.items()}
     best = max(finals.values())
     target = best - TOLERANCE
@@ -296,6 +352,7 @@ def run_problem(name: str, problem: dict, model: str, seeds: int, smoke: bool) -
         "rung_steps": rung,
         "trials_per_search": trials,
         "table_seconds": table_seconds,
+        "curves_reused": reused,
         "grid_best_ndcg@10": best,
         "grid_worst_ndcg@10": min(finals.values()),
         "grid_spend_trial_steps": grid_spend,
@@ -325,9 +382,25 @@ def run_problem(name: str, problem: dict, model: str, seeds: int, smoke: bool) -
     return result
 
 
+def earlier_curves(path: Path | None, name: str, problem: dict) -> dict[str, list[float]]:
+    """The learning curves an earlier run of this problem trained with the same steps and rung."""
+    if path is None:
+        return {}
+    earlier = json.loads(path.read_text())["problems"].get(name, {})
+    if (earlier.get("steps_per_trial"), earlier.get("rung_steps")) != (problem["steps"], problem["rung"]):
+        return {}
+    return earlier["curves"]
+
+
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--seeds", type=int, default=5, help="seeds per search method (default 5)")
+    p.add_argument("--seeds", type=int, default=20, help="seeds per search method (default 20)")
+    p.add_argument(
+        "--curves",
+        type=Path,
+        help="an earlier results file of this script: reuse its learning curves (same steps and rung) and "
+        "train only the points it lacks; the table is deterministic, so only the time is saved",
+    )
     p.add_argument("--problem", choices=["small", "hard", "both"], default="both")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-search-"))
@@ -339,7 +412,10 @@ def main() -> None:
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    results = {name: run_problem(name, problem, model, seeds, args.smoke) for name, problem in chosen.items()}
+    results = {
+        name: run_problem(name, problem, model, seeds, args.smoke, earlier_curves(args.curves, name, problem))
+        for name, problem in chosen.items()
+    }
     ray.shutdown()
 
     out: dict[str, Any] = {"problems": results, "target": "small: tpe+asha <= 0.40 x grid; hard: <= 0.5 x random"}

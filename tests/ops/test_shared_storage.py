@@ -121,9 +121,18 @@ def test_a_sweep_in_a_bucket_resumes_after_its_driver_is_killed_and_exports_from
 ):
     output = f"s3://{BUCKET}/runs"
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    # Trials of a few seconds (~0.05 s a step): the second is still training when the driver dies
+    spec = spec_for(
+        data_dir,
+        tiny_model_path,
+        "in-a-bucket",
+        output,
+        training={"steps": 200, "log_every_steps": 50},
+        evaluation={"every_steps": 100},
+    )
     for folder in (first_dir, second_dir):
         folder.mkdir()
-        (folder / "spec.yaml").write_text(yaml.safe_dump(spec_for(data_dir, tiny_model_path, "in-a-bucket", output)))
+        (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
 

@@ -151,8 +151,9 @@ def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, 
         "train": {"path": "snli", "split": "dev", "view": "triplets", "limit": 300},
         "eval": [{"type": "triplet", "path": "snli", "split": "test", "view": "triplets", "limit": 100, "name": "nli"}],
         "loss": {"name": "MultipleNegativesRankingLoss"},
-        "training": {"batch_size": 16, "steps": 4, "learning_rate": 1e-3},
-        "evaluation": {"every_steps": 2, "at_start": False},
+        # Trials of a few seconds (~0.05 s a step): the second is still training when the driver dies
+        "training": {"batch_size": 16, "steps": 200, "learning_rate": 1e-3, "log_every_steps": 50},
+        "evaluation": {"every_steps": 100, "at_start": False},
         "resources": {"workers": 1},
         "output_dir": str(tmp_path / "runs"),
         "sweep": {

@@ -151,14 +151,20 @@ def test_compare_runs_the_studies_side_by_side_and_judges_only_after_selection(
     seeds = children(uri, outcome.parent_run_id, "seeds")
     (baseline,) = children(uri, outcome.parent_run_id, "baseline")
     assert sorted(r.data.tags["lossweep.loss"] for r in tuning) == ["MultipleNegativesRankingLoss", "TripletLoss"]
-    # The two losses' studies ran side by side, not one after the other
-    first, second = sorted(tuning, key=lambda r: r.info.start_time)
-    assert second.info.start_time < first.info.end_time
+    # The two losses' studies ran side by side, not one after the other: Tune started both trials
+    # (their first loss less their start-up) before either ended. A 4-step trial is over in seconds, so
+    # its MLflow run can end before a busy machine has started the other trial's process.
+    client = MlflowClient(uri)
+
+    def tune_started(run) -> float:
+        first_loss = min(m.timestamp for m in client.get_metric_history(run.info.run_id, "train/loss")) / 1000
+        return first_loss - run.data.metrics["trial/startup_seconds"]
+
+    assert max(tune_started(r) for r in tuning) < min(r.info.end_time / 1000 for r in tuning)
     # The verdict set was never scored before every tuning trial had ended; seed runs score it once, at the end
     tuned = max(r.info.end_time for r in tuning)
     assert not any(k.startswith("eval/nli/") for r in tuning for k in r.data.metrics)
     assert baseline.info.start_time >= tuned and min(r.info.start_time for r in seeds) >= tuned
-    client = MlflowClient(uri)
     for run in seeds:
         assert [m.step for m in client.get_metric_history(run.info.run_id, VERDICT)] == [4]
     by_loss = sorted((r.data.tags["lossweep.loss"], int(r.data.tags["lossweep.seed"])) for r in seeds)
@@ -196,8 +202,12 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
         "scheduler": "none",
         "max_concurrent": 1,  # the second trial is still to run when the first has finished
     }
+    spec = sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-resume")
+    # Trials of a few seconds (~0.05 s a step): the second is still training when Ctrl-C comes
+    spec["training"] |= {"steps": 200, "log_every_steps": 50}
+    spec["evaluation"]["every_steps"] = 100
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-resume")))
+    path.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = ["lossweep", "sweep", str(path), "--tracking-uri", uri]
 
