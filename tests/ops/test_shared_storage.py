@@ -95,7 +95,9 @@ def children(client: MlflowClient, parent: str) -> list:
 def completed(client: MlflowClient) -> list:
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
-        return client.search_runs(experiments, filter_string="tags.`lossweep.trial_state` = 'completed'")
+        return client.search_runs(
+            experiments, filter_string="tags.`lossweep.trial_state` = 'completed' and attributes.status = 'FINISHED'"
+        )
     except Exception:  # the store is created by the command under test
         return []
 

@@ -175,7 +175,10 @@ def test_killed_driver_sweep_resumes_without_rerunning_or_duplicating(data_dir, 
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     done = wait_until(
-        lambda: runs_with(client, "tags.`lossweep.trial_state` = 'completed'"), 600, "a finished trial", first
+        lambda: runs_with(client, "tags.`lossweep.trial_state` = 'completed' and attributes.status = 'FINISHED'"),
+        600,
+        "a finished trial",
+        first,
     )
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)

@@ -257,7 +257,7 @@ def _wait_for_finished_trial(client: MlflowClient, process: subprocess.Popen, ti
         try:
             runs = client.search_runs(
                 [e.experiment_id for e in client.search_experiments()],
-                filter_string="tags.`lossweep.trial_state` = 'completed'",
+                filter_string="tags.`lossweep.trial_state` = 'completed' and attributes.status = 'FINISHED'",
             )
         except Exception:  # the store may not exist yet
             runs = []
