@@ -17,7 +17,8 @@ Spend = the steps of every trial started up to and including the first one to re
 spend is all its trials to the end: only then does it know which is best. The searches:
 `tpe+asha` (lossweep's: a trial ASHA stopped is told to Optuna as pruned), `tpe+asha, pruned as
 final` (the stopped trial's truncated score told as if it were final: what Ray's OptunaSearch does),
-`random` without pruning, and three diagnostics: `4 startup trials` (Optuna's default is 10 random
+`tpe+asha, first-rung scores` (every trial told with its score at the first rung, a step all reach),
+`random` without pruning, and four diagnostics: `4 startup trials` (Optuna's default is 10 random
 ones first), `independent` (one TPE per parameter instead of lossweep's multivariate, `group=True`
 one), `numeric ranges` (learning rate, scale, temperature and margins searched as log ranges over the
 same span, so TPE knows their order, each trial read at its nearest grid point) and `tpe, no
@@ -191,25 +192,34 @@ class Reached(Stopper):
         return self.done
 
 
-def variant(as_final: bool, tpe: dict[str, Any] | None):
-    """lossweep's searcher with one change: a trial ASHA stopped told to Optuna with its last score as
-    if final (`as_final`), or TPE with other settings than lossweep's (`tpe`: TPESampler arguments)."""
+def variant(told: str, tpe: dict[str, Any] | None):
+    """lossweep's searcher with one change: how a trial's score reaches Optuna (`told`: "pruned", as
+    lossweep does; "final", a stopped trial's last score as if final, as Ray's OptunaSearch does;
+    "first rung", every trial's score at the first rung, which every trial reaches), or TPE with other
+    settings than lossweep's (`tpe`: TPESampler arguments)."""
     import optuna
     from optuna.trial import TrialState
 
     from lossweep.sweep.studies import StudySearch
 
     class Variant(StudySearch):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, rung: int, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.rung, self.at_rung = rung, {}
             for i, study in enumerate(self.studies.values()):
                 if tpe is not None:
                     study.sampler = optuna.samplers.TPESampler(seed=kwargs["seed"] + i, **tpe)
 
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            super().on_trial_result(trial_id, result)
+            if result.get("step") == self.rung and self.metric in result:
+                self.at_rung[trial_id] = float(result[self.metric])
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if as_final and trial_id in self.live and result and self.metric in result and not error:
+            value = {"final": (result or {}).get(self.metric), "first rung": self.at_rung.get(trial_id)}.get(told)
+            if value is not None and trial_id in self.live and not error:
                 name, trial = self.live.pop(trial_id)
-                self.studies[name].tell(trial, float(result[self.metric]), state=TrialState.COMPLETE)
+                self.studies[name].tell(trial, float(value), state=TrialState.COMPLETE)
                 return
             super().on_trial_complete(trial_id, result, error)
 
@@ -217,15 +227,17 @@ def variant(as_final: bool, tpe: dict[str, Any] | None):
 
 
 LOSSWEEP_TPE = {"multivariate": True, "group": True, "constant_liar": True}  # studies.make_sampler's
-# name: (sampler, ASHA, pruned trials told as final, TPE settings other than lossweep's, numeric ranges)
-METHODS: dict[str, tuple[str, bool, bool, dict[str, Any] | None, bool]] = {
-    "tpe+asha": ("tpe", True, False, None, False),
-    "tpe+asha, pruned as final": ("tpe", True, True, None, False),
-    "tpe+asha, 4 startup trials": ("tpe", True, False, LOSSWEEP_TPE | {"n_startup_trials": 4}, False),
-    "tpe+asha, independent": ("tpe", True, False, {"constant_liar": True}, False),
-    "tpe+asha, numeric ranges": ("tpe", True, False, None, True),
-    "tpe, no pruning": ("tpe", False, False, None, False),
-    "random": ("random", False, False, None, False),
+# name: (sampler, ASHA, how scores reach Optuna (see `variant`), TPE settings other than lossweep's,
+# numeric ranges)
+METHODS: dict[str, tuple[str, bool, str, dict[str, Any] | None, bool]] = {
+    "tpe+asha": ("tpe", True, "pruned", None, False),
+    "tpe+asha, pruned as final": ("tpe", True, "final", None, False),
+    "tpe+asha, first-rung scores": ("tpe", True, "first rung", None, False),
+    "tpe+asha, 4 startup trials": ("tpe", True, "pruned", LOSSWEEP_TPE | {"n_startup_trials": 4}, False),
+    "tpe+asha, independent": ("tpe", True, "pruned", {"constant_liar": True}, False),
+    "tpe+asha, numeric ranges": ("tpe", True, "pruned", None, True),
+    "tpe, no pruning": ("tpe", False, "pruned", None, False),
+    "random": ("random", False, "pruned", None, False),
 }
 
 
@@ -261,7 +273,7 @@ def replay(
     from lossweep.sweep.space import build_space as space_of
     from lossweep.sweep.tuning import SEARCH_STUDY, search_args
 
-    sampler, asha, as_final, tpe, numeric = METHODS[method]
+    sampler, asha, told, tpe, numeric = METHODS[method]
     scheduler = "asha" if asha else "none"
     grid_sweep = spec_dict["sweep"]
     sweep = (as_ranges(grid_sweep) if numeric else grid_sweep) | {
@@ -278,10 +290,16 @@ def replay(
             tune.report({"step": (i + 1) * rung, METRIC: value})
 
     args, _ = search_args(spec, {SEARCH_STUDY: space}, METRIC)
-    if as_final or tpe is not None:
+    if told != "pruned" or tpe is not None:
         searcher = args["tune_config"]["search_alg"]
-        args["tune_config"]["search_alg"] = variant(as_final, tpe)(
-            {SEARCH_STUDY: space}, trials, metric=METRIC, total_steps=searcher.total_steps, sampler=sampler, seed=seed
+        args["tune_config"]["search_alg"] = variant(told, tpe)(
+            {SEARCH_STUDY: space},
+            trials,
+            metric=METRIC,
+            total_steps=searcher.total_steps,
+            sampler=sampler,
+            seed=seed,
+            rung=rung,
         )
     tuner = tune.Tuner(
         trainable,
@@ -295,8 +313,9 @@ def replay(
         ),
     )
     results = tuner.fit()
-    # One trial at a time: Tune numbers them in the order it started them.
-    ordered = sorted((r for r in results if r.metrics), key=lambda r: r.metrics["trial_id"].rsplit("_", 1)[-1])
+    # One trial at a time, so the order they were created in is the order they ran: Tune numbers them in
+    # their folder names (trainable_<random id>_<number>_<params>); the ids alone are random.
+    ordered = sorted((r for r in results if r.metrics), key=lambda r: int(Path(r.path).name.split("_")[2]))
     return [(r.metrics["step"], max(r.metrics_dataframe[METRIC])) for r in ordered]
 
 
@@ -336,15 +355,19 @@ def run_problem(
     target = best - TOLERANCE
     grid_spend = steps * len(grid)
 
-    spends: dict[str, list[float]] = {m: [] for m in METHODS}
-    reached = dict.fromkeys(METHODS, 0)
-    for method in METHODS:
+    # The smoke run replays every method once on the hard problem, and two on the small one (time)
+    methods = ["tpe+asha", "random"] if smoke and name == "small" else list(METHODS)
+    spends: dict[str, list[float]] = {m: [] for m in methods}
+    reached = dict.fromkeys(methods, 0)
+    for method in methods:
         for seed in range(seeds):
             trials_run = replay(spec_dict, curves, rung, trials, seed, method, target)
             spent = spend_to_reach(trials_run, target)
             reached[method] += spent is not None
             spends[method].append(spent if spent is not None else sum(s for s, _ in trials_run))
     medians = {m: statistics.median(v) for m, v in spends.items()}
+    # Seeds where a search spent less than random search with the same seed (ties count half)
+    wins = {m: sum((a < b) + (a == b) / 2 for a, b in zip(v, spends["random"], strict=True)) for m, v in spends.items()}
     result = {
         "grid_points": len(grid),
         "within_1_point": sum(v >= target for v in finals.values()),
@@ -357,12 +380,14 @@ def run_problem(
         "grid_worst_ndcg@10": min(finals.values()),
         "grid_spend_trial_steps": grid_spend,
         "spend_trial_steps": {m: summary(v) for m, v in spends.items()},
+        "spend_by_seed": spends,
+        "seeds_below_random": wins,
         "reached": {m: f"{reached[m]}/{seeds}" for m in spends},
         "fraction_of_grid": {m: medians[m] / grid_spend for m in spends},
         "tpe_asha_over_random": medians["tpe+asha"] / medians["random"],
         "curves": curves,
     }
-    rows = [["grid (every point, to the end)", grid_spend, "1.00", "-", "-"]]
+    rows = [["grid (every point, to the end)", grid_spend, "1.00", "-", "-", "-"]]
     for method, values in spends.items():
         s = summary(values)
         rows.append(
@@ -371,6 +396,7 @@ def run_problem(
                 f"{s['median']:.0f} [{s['min']:.0f}..{s['max']:.0f}]",
                 f"{s['median'] / grid_spend:.2f}",
                 f"{s['median'] / medians['random']:.2f}",
+                f"{wins[method]:g}/{seeds}" if method != "random" else "-",
                 result["reached"][method],
             ]
         )
@@ -378,7 +404,7 @@ def run_problem(
         f"\n{name}: {len(grid)} points ({result['within_1_point']} within 1 point of the best), best NDCG@10 "
         f"{best:.4f}, worst {min(finals.values()):.4f}; target {target:.4f}; up to {trials} trials per search"
     )
-    table(rows, ["search", "trial-steps to within 1 point of best", "÷ grid", "÷ random", "reached"])
+    table(rows, ["search", "trial-steps to within 1 point of best", "÷ grid", "÷ random", "below random", "reached"])
     return result
 
 

@@ -40,9 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 90) -> None:
+def wait_for_http(url: str, timeout: float = 240, server: subprocess.Popen | None = None) -> None:
+    """Wait for `url` to answer; fail at once if the `server` meant to answer it has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        assert server is None or server.poll() is None, f"the server for {url} exited with {server.returncode}"
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
@@ -235,7 +237,7 @@ def test_mlflow_ui_shows_the_sweep_in_headless_chromium(submitted):
     SCREENSHOTS.mkdir(exist_ok=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for_http(base)
+        wait_for_http(base, server=server)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
