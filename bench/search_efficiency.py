@@ -363,6 +363,8 @@ def run_problem(
         for seed in range(seeds):
             trials_run = replay(spec_dict, curves, rung, trials, seed, method, target)
             spent = spend_to_reach(trials_run, target)
+            # The stopper ends a search at its first trial on target: that trial must come last
+            assert spent in (None, sum(s for s, _ in trials_run)), f"{method}, seed {seed}: trials out of order"
             reached[method] += spent is not None
             spends[method].append(spent if spent is not None else sum(s for s, _ in trials_run))
     medians = {m: statistics.median(v) for m, v in spends.items()}
