@@ -25,6 +25,7 @@ class Fit:
     loss: str
     format: InputFormat | None
     reason: str = ""
+    fix: str = ""  # when the values, not the layout, are wrong: what to change
 
     @property
     def ok(self) -> bool:
@@ -47,17 +48,37 @@ def fit(config: LossConfig | str, data: datasets.Dataset | datasets.Features, sh
     shape = shape or inspect_dataset(data)
     if shape.problems:
         return Fit(config.label(), None, "; ".join(shape.problems))
-    reasons = []
+    reasons: list[tuple[str, str]] = []
     for fmt in formats:
-        reason = mismatch(fmt, shape)
-        if reason is None:
+        reason, fix = mismatch(fmt, shape), ""
+        if reason is None and isinstance(data, datasets.Dataset):
             leaf = get_entry(config.base.name) if entry.modifier and config.base else entry
-            if leaf.sampler == "group_by_label" and isinstance(data, datasets.Dataset):
+            if leaf.sampler == "group_by_label":
                 reason = class_counts_problem(data, shape.label_column)
+            elif leaf.label_range is not None and shape.label_column is not None:
+                reason, fix = label_range_problem(leaf, data, shape.label_column) or (None, "")
         if reason is None:
             return Fit(config.label(), fmt)
-        reasons.append(reason)
-    return Fit(config.label(), None, min(reasons, key=len))
+        reasons.append((reason, fix))
+    reason, fix = min(reasons, key=lambda r: len(r[0]))
+    return Fit(config.label(), None, reason, fix)
+
+
+def label_range_problem(entry: LossEntry, data: datasets.Dataset, column: str) -> tuple[str, str] | None:
+    """Scores outside what the loss regresses onto (STS Benchmark's 0-5 for a cosine in [-1, 1]):
+    (reason, fix), or None."""
+    low, high = entry.label_range
+    values = [v for v in data.select(range(min(len(data), 10_000)))[column] if v is not None]
+    if not values or (low <= min(values) and max(values) <= high):
+        return None
+    reason = (
+        f"it regresses a cosine similarity onto the label, which must lie in [{low:g}, {high:g}], but label "
+        f"{column!r} ranges {min(values):g} to {max(values):g}"
+    )
+    fix = (
+        f"scale the label into [{low:g}, {high:g}] (e.g. score / {max(values):g}), or use a loss that ranks pairs by it"
+    )
+    return reason, fix
 
 
 def fit_report(data: datasets.Dataset | datasets.Features) -> list[Fit]:
@@ -80,13 +101,18 @@ def check_dataset(
         return result.format
     _, formats = _formats(config)
     alternatives = [f.loss for f in fit_report(data) if f.ok]
+    fix = _with_alternatives(result.fix, alternatives) if result.fix else _fix(formats, shape, alternatives)
     lines = [
         f"{config.label()} cannot train on {name}: {result.reason}.",
         "  it takes: " + " | ".join(fmt.describe() for fmt in formats),
         f"  found:    {shape.describe()}",
-        f"  fix:      {_fix(formats, shape, alternatives)}",
+        f"  fix:      {fix}",
     ]
     raise DataFormatError("\n".join(lines))
+
+
+def _with_alternatives(fix: str, alternatives: list[str]) -> str:
+    return f"{fix}: {', '.join(alternatives)}" if alternatives else fix
 
 
 def _fix(formats: tuple[InputFormat, ...], shape: DatasetShape, alternatives: list[str]) -> str:

@@ -112,17 +112,29 @@ def _float_sequence_length(feature) -> tuple[bool, int | None, int]:
     return ok, length, depth
 
 
+def not_text_problem(column: str, feature, label_column: str | None) -> str:
+    """A non-text column where a text column belongs; a number is most likely a misnamed label."""
+    problem = f"column {column!r} holds {feature!r}, not text: every column except the label must be a string"
+    numeric = isinstance(feature, (datasets.Value, datasets.ClassLabel)) and (
+        isinstance(feature, datasets.ClassLabel) or feature.dtype.startswith(("float", "int", "uint", "bool"))
+    )
+    if numeric and label_column is None:
+        new = "score" if isinstance(feature, datasets.Value) and feature.dtype.startswith("float") else "label"
+        problem += (
+            f"; if it is the label, name it {new!r} (sentence-transformers reads {', '.join(LABEL_COLUMNS)}): "
+            f"in a spec `columns: {{{column}: {new}}}` on the data entry, "
+            f"in Python dataset.rename_column({column!r}, {new!r})"
+        )
+    return problem
+
+
 def inspect_dataset(data: datasets.Dataset | datasets.Features, sample: int = 10_000) -> DatasetShape:
     """Describe a dataset's columns as a loss sees them; value checks use up to `sample` rows."""
     features = data if isinstance(data, datasets.Features) else data.features
     rows = None if isinstance(data, datasets.Features) else data.select(range(min(len(data), sample)))
     label_column = next((c for c in features if c in LABEL_COLUMNS), None)
     text_columns = [c for c in features if c != label_column]
-    problems = [
-        f"column {c!r} holds {features[c]!r}, not text: every column except the label must be a string"
-        for c in text_columns
-        if not _is_string(features[c])
-    ]
+    problems = [not_text_problem(c, features[c], label_column) for c in text_columns if not _is_string(features[c])]
     if rows is not None:
         for column in text_columns:
             if not _is_string(features[column]):

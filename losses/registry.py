@@ -79,6 +79,7 @@ class LossEntry:
     breaks_truncation: str | None = None  # why truncated embeddings break this loss, if they do
     named_components: bool = False  # returns a dict of loss parts, which no modifier can weight
     gradient_cache: Callable[[Mapping[str, Any]], bool] | None = None  # back-propagates from a hook (GradCache)
+    label_range: tuple[float, float] | None = None  # scores the loss regresses onto (a cosine: [-1, 1])
 
     @property
     def distributed_class(self) -> type[nn.Module]:
@@ -352,6 +353,7 @@ def _entries() -> list[LossEntry]:
             "Regresses the cosine of each pair onto its score.",
             formats=(SCORED_PAIRS,),
             params=(Param("loss_fct", "choice", "mse", objects=p.REGRESSION_LOSS),),
+            label_range=(-1.0, 1.0),
         ),
         LossEntry(
             "DenoisingAutoEncoderLoss",

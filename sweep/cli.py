@@ -1,18 +1,75 @@
-"""The `lossweep` command: one entry point, one subcommand per job."""
+"""The `lossweep` command: one entry point, one subcommand per job.
+
+Exit status, for every subcommand: 0 done; 1 a run failed (or a reproduction did not match); 2 a
+spec, file, id or argument was refused, before anything ran; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lossweep.losses import LOSSES, fit_report
 from lossweep.losses.fit import Fit
+
+OK, FAILED, REFUSED, INTERRUPTED = 0, 1, 2, 130
+EXIT_STATUS = (
+    "exit status: 0 done; 1 a run failed (reproduce: the metrics did not match); 2 a spec, file, id or "
+    "argument was refused before anything ran; 130 interrupted"
+)
+
+
+def _refused(error: BaseException) -> int:
+    """A refusal: its message on standard error (a spec's names the file and lists every error), no
+    traceback."""
+    from lossweep.sweep.spec import SpecError
+
+    print(error if isinstance(error, SpecError) else f"error: {error}", file=sys.stderr)
+    return REFUSED
+
+
+def _quiet_loading(verbose: bool) -> None:
+    """No progress bars or info logs of datasets, transformers and the Hub in lossweep's own output:
+    loading data or a model is not news (`--verbose` keeps them)."""
+    if verbose:
+        return
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    huggingface_hub.utils.logging.set_verbosity_error()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+
+
+def _tracking_refused(spec_uri: str | None, flag: str | None) -> tuple[str, int | None]:
+    """The tracking URI by the one precedence, and REFUSED (after saying why) when its store cannot be
+    reached: a server that does not answer within seconds, a store that cannot be written."""
+    from lossweep.sweep.preflight import tracking_problems
+    from lossweep.sweep.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(spec_uri, flag)
+    field = "--tracking-uri" if flag else "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else None
+    problems = tracking_problems(uri, field or ("mlflow.tracking_uri" if spec_uri else "the default tracking store"))
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return uri, REFUSED
+    return uri, None
 
 
 def _format_cell(name: str) -> str:
@@ -27,24 +84,19 @@ def _params_cell(name: str) -> str:
     return ", ".join(tuned) or "-"
 
 
-def _short(reason: str) -> str:
-    """The part of a mismatch that is about the data ('...but the dataset has 3 text columns')."""
-    return reason.split(", but ", 1)[-1]
-
-
 def losses_command(args: argparse.Namespace) -> int:
     """Print the catalogue; with --data, which losses fit that dataset and why the others do not
     (with --negatives, also which fit once hard negatives are mined for its pairs, and in which shape)."""
     fits: dict[str, Fit] = {}
     mined: dict[str, str] = {}
     if args.data:
-        from lossweep.sweep.data import DataError, load_local
+        from lossweep.sweep.data import DataError, data_dir_origin, default_data_dir, load_local, locate
 
+        root, origin = (Path(args.data_dir), "--data-dir") if args.data_dir else (default_data_dir(), data_dir_origin())
         try:
-            dataset = load_local(Path(args.data), split=args.split, view=args.view)
+            dataset = load_local(locate(args.data, root, origin), split=args.split, view=args.view)
         except DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return _refused(error)
         fits = {f.loss: f for f in fit_report(dataset)}
         if args.negatives:
             mined = _with_mined_negatives(dataset, args.num_negatives)
@@ -67,45 +119,45 @@ def losses_command(args: argparse.Namespace) -> int:
                 row["fits_with_mined_negatives"] = mined.get(name)
             rows.append(row)
         print(json.dumps(rows, indent=2, default=str))
-        return 0
+        return OK
     table = Table(title=f"sentence-transformers losses ({len(LOSSES)})", show_lines=True)
     table.add_column("loss", style="bold")
     table.add_column("input format")
     table.add_column("in-batch", justify="center")
     table.add_column("tunable hyperparameters: default [search range]")
     if fits:
-        table.add_column(f"fits {args.data}")
+        table.add_column(f"fits {escape(args.data)}")
     if args.negatives and fits:
         table.add_column("with mined negatives")
     for name, entry in LOSSES.items():
-        row = [name, _format_cell(name), "yes" if entry.in_batch else "", _params_cell(name)]
+        row = [escape(name), escape(_format_cell(name)), "yes" if entry.in_batch else "", escape(_params_cell(name))]
         if fits:
             fit = fits.get(name)
             row.append(
-                "(as its base)" if fit is None else "[green]yes[/]" if fit.ok else f"[red]no[/]: {_short(fit.reason)}"
+                "(as its base)" if fit is None else "[green]yes[/]" if fit.ok else f"[red]no[/]: {escape(fit.reason)}"
             )
         if args.negatives and fits:
-            row.append(
-                "(as its base)" if name not in fits else f"[green]yes[/]: {mined[name]}" if name in mined else "no"
-            )
+            shape = escape(mined.get(name, ""))
+            row.append("(as its base)" if name not in fits else f"[green]yes[/]: {shape}" if name in mined else "no")
         table.add_row(*row)
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if fits:
         fitting = [name for name, fit in fits.items() if fit.ok]
-        console.print(f"{len(fitting)} losses fit {args.data}: {', '.join(fitting) or 'none'}")
+        console.print(f"{len(fitting)} losses fit {args.data}: {', '.join(fitting) or 'none'}", markup=False)
     if args.negatives and fits:
         extra = [name for name in mined if not fits[name].ok]
         console.print(f"{len(extra)} more with mined negatives: {', '.join(extra) or 'none'}")
-    return 0
+    return OK
 
 
 def _with_mined_negatives(dataset, num_negatives: int) -> dict[str, str]:
     """Loss -> the shape it would train on once negatives are mined for these (anchor, positive) pairs."""
     from lossweep.losses.fit import fit
+    from lossweep.losses.formats import LABEL_COLUMNS
     from lossweep.sweep.negatives import shape_for, shaped_features
 
-    if len(dataset.column_names) != 2 or any(c in ("label", "labels", "score", "scores") for c in dataset.column_names):
+    if len(dataset.column_names) != 2 or any(c in LABEL_COLUMNS for c in dataset.column_names):
         return {}  # mining needs (anchor, positive) pairs
     out = {}
     for name, entry in LOSSES.items():
@@ -122,7 +174,8 @@ def _load(path: str):
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    """Exit 0 when the spec is valid; otherwise print every error and exit 1."""
+    """Exit 0 when the spec is valid, its data and models load and its tracking store answers;
+    otherwise print every error and exit 2."""
     from lossweep.sweep.inputs import validate
     from lossweep.sweep.spec import SpecError
 
@@ -130,11 +183,13 @@ def validate_command(args: argparse.Namespace) -> int:
         spec = _load(args.spec)
         loaded = validate(spec, args.spec, load_data=not args.no_data)
     except SpecError as error:
-        print(error, file=sys.stderr)
-        return 1
-    rows = f", {len(loaded['train'])} training rows" if loaded else ""
+        return _refused(error)
+    _, refused = _tracking_refused(spec.mlflow.tracking_uri, args.tracking_uri)
+    if refused:
+        return refused
+    rows = f", {len(loaded.train)} training rows" if loaded else ""
     print(f"{args.spec}: valid ({spec.loss_label()}{rows})")
-    return 0
+    return OK
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -148,8 +203,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         spec = _load(args.spec)
     except SpecError as error:
-        print(error, file=sys.stderr)
-        return 1
+        return _refused(error)
     with terminal(log_path(spec.output_dir, spec.name, "train"), args.verbose) as term:
 
         def progress(uri: str, run_id: str) -> TrainProgress:
@@ -162,19 +216,19 @@ def train_command(args: argparse.Namespace) -> int:
             result = train(spec, source=args.spec, tracking_uri=args.tracking_uri, watch=progress)
         except SpecError as error:
             term.err.print(str(error), markup=False, highlight=False, soft_wrap=True)
-            return 1
+            return REFUSED
         except TrialFailed as error:
             term.err.print(f"failed: {error} (recorded on the MLflow run, status FAILED)", markup=False, soft_wrap=True)
-            return 1
+            return FAILED
         except KeyboardInterrupt:
             term.err.print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept")
-            return 130
+            return INTERRUPTED
         term.out.print("finished:", markup=False)
         for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
-            term.out.print(f"  {name} = {result.metrics[name]:.4f}", highlight=False)
+            term.out.print(f"  {name} = {result.metrics[name]:.4f}", markup=False, highlight=False)
         for line in result.links:
             term.out.print(line, markup=False, highlight=False, soft_wrap=True)
-    return 0
+    return OK
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -187,8 +241,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     try:
         spec = _load(args.spec)
     except SpecError as error:
-        print(error, file=sys.stderr)
-        return 1
+        return _refused(error)
     with terminal(log_path(spec.output_dir, spec.name, "sweep"), args.verbose) as term:
 
         def watch(uri: str, plan) -> SweepMonitor:
@@ -205,7 +258,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             )
         except SpecError as error:
             term.err.print(str(error), markup=False, highlight=False, soft_wrap=True)
-            return 1
+            return REFUSED
         except KeyboardInterrupt:
             term.err.print(
                 f"interrupted: finished trials and their MLflow runs are kept; resume: lossweep sweep {args.spec} "
@@ -213,50 +266,55 @@ def sweep_command(args: argparse.Namespace) -> int:
                 markup=False,
                 soft_wrap=True,
             )
-            return 130
+            return INTERRUPTED
         for note in outcome.notes:
             term.out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         print_leaderboard(outcome.leaderboard, term.out)
         for line in outcome.links:
             term.out.print(line, markup=False, highlight=False, soft_wrap=True)
-    return 0
+    return OK
 
 
 def report_command(args: argparse.Namespace) -> int:
     """Re-render a sweep's leaderboard and plots from MLflow alone."""
     from lossweep.sweep.console import print_leaderboard
     from lossweep.sweep.report import report
-    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
+    from lossweep.sweep.tracking import RunNotFound, Tracker
 
-    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    uri, refused = _tracking_refused(None, args.tracking_uri)
+    if refused:
+        return refused
+    tracker = Tracker(uri)
     try:
         board, parent = report(tracker, args.sweep, log=not args.no_log)
     except RunNotFound as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _refused(error)
     print_leaderboard(board)
     for line in tracker.links(parent):
         print(line)
-    return 0
+    return OK
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
     """Re-run one trial from its MLflow run; exit 0 when every metric matches within the tolerance."""
     from lossweep.sweep.reproduce import ProvenanceMismatch, reproduce
-    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
+    from lossweep.sweep.spec import SpecError
+    from lossweep.sweep.tracking import RunNotFound, Tracker
 
-    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    uri, refused = _tracking_refused(None, args.tracking_uri)
+    if refused:
+        return refused
+    tracker = Tracker(uri)
     try:
         outcome = reproduce(tracker, args.run_id, force=args.force, tolerance=args.tolerance)
-    except RunNotFound as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (RunNotFound, SpecError) as error:
+        return _refused(error)
     except ProvenanceMismatch as error:
         print(f"run {args.run_id} cannot be reproduced as recorded:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         print("nothing was run; pass --force to run anyway and see how far the metrics move", file=sys.stderr)
-        return 2
+        return REFUSED
     for warning in outcome.warnings:
         print(f"warning: {warning}")
     for name, diff in outcome.differences.items():
@@ -264,29 +322,33 @@ def reproduce_command(args: argparse.Namespace) -> int:
     verdict = "MATCH" if outcome.matched else "MISMATCH"
     print(f"{verdict}: max difference {outcome.max_difference:.3g} (tolerance {outcome.tolerance:g})")
     print(f"new run: {tracker.run_url(outcome.run_id)}")
-    return 0 if outcome.matched else 1
+    return OK if outcome.matched else FAILED
 
 
 def export_command(args: argparse.Namespace) -> int:
     """Export a sweep's best trial (or a trial run) as a sentence-transformers model folder."""
     from lossweep.sweep.export import ExportError, export
-    from lossweep.sweep.tracking import RunNotFound, Tracker, resolve_tracking_uri
+    from lossweep.sweep.tracking import RunNotFound, Tracker
 
-    tracker = Tracker(resolve_tracking_uri(None, args.tracking_uri))
+    uri, refused = _tracking_refused(None, args.tracking_uri)
+    if refused:
+        return refused
+    tracker = Tracker(uri)
     try:
         exported = export(tracker, args.sweep, args.dir, log_to_mlflow=not args.no_mlflow)
     except (ExportError, RunNotFound) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _refused(error)
     print(f"exported run {exported.run_id} to {exported.path} (SentenceTransformer({str(exported.path)!r}))")
     if exported.model_uri:
         print(f"logged to MLflow: {exported.model_uri}")
-    return 0
+    return OK
 
 
 def negatives_command(args: argparse.Namespace) -> int:
-    """Mine the hard negatives a spec asks for (or find them in the cache): summary, examples, where."""
+    """Mine the hard negatives a spec asks for (or find them in the cache): summary, examples, where.
+    Ray's and the mining task's output go to the log file, as `sweep`'s do."""
     from lossweep.sweep import storage
+    from lossweep.sweep.console import log_path, terminal
     from lossweep.sweep.inputs import resolve_paths, validate
     from lossweep.sweep.negatives import read
     from lossweep.sweep.spec import SpecError
@@ -298,30 +360,36 @@ def negatives_command(args: argparse.Namespace) -> int:
             raise SpecError(args.spec, ["negatives: missing; add a negatives section (e.g. `negatives: {}`)"])
         validate(spec, args.spec)
     except SpecError as error:
-        print(error, file=sys.stderr)
-        return 1
+        return _refused(error)
+    _, refused = _tracking_refused(spec.mlflow.tracking_uri, args.tracking_uri)  # the store its sweeps will use
+    if refused:
+        return refused
     spec = resolve_paths(spec)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    for variant in spec.mining_variants():
-        directory, summary, fresh = mine_negatives(variant)
-        how = f"mined in {summary['mining_seconds']:.1f} s" if fresh else "found in the cache (nothing mined)"
-        console.print(f"[bold]negatives {storage.basename(directory)}[/]: {how}")
-        console.print(f"  cache: {directory}")
-        knobs = {k: v for k, v in summary["knobs"].items() if v is not None}
-        console.print(f"  knobs: {', '.join(f'{k}={v}' for k, v in knobs.items())}")
-        console.print(
-            f"  {summary['pairs']} pairs -> {summary['rows']} rows x {summary['negatives_per_anchor']} negatives "
-            f"({summary['anchors']} anchors; {summary['pairs_without_enough_negatives']} pairs without enough "
-            f"negatives); {summary['dropped_false_negatives']} documents judged relevant dropped as negatives"
-        )
-        quantiles = summary["score_margin_quantiles"]
-        console.print("  positive - negative score: " + ", ".join(f"{q} {v:+.3f}" for q, v in quantiles.items()))
-        mined = read(directory)
-        for row in mined.select(range(min(args.examples, len(mined)))):
-            console.print(f"  - anchor:   {row['anchor'][:110]}")
-            console.print(f"    positive: {row['positive'][:110]}  [{row['scores'][0]:.3f}]")
-            console.print(f"    negative: {row['negative_1'][:110]}  [{row['scores'][1]:.3f}]")
-    return 0
+    with terminal(log_path(spec.output_dir, spec.name, "negatives"), args.verbose) as term:
+        out = term.out
+        for variant in spec.mining_variants():
+            directory, summary, fresh = mine_negatives(variant)
+            if fresh:
+                term.keep_log()
+            how = f"mined in {summary['mining_seconds']:.1f} s" if fresh else "found in the cache (nothing mined)"
+            out.print(f"[bold]negatives {escape(storage.basename(directory))}[/]: {how}")
+            say = partial(out.print, markup=False, highlight=False, soft_wrap=True)
+            say(f"  cache: {directory}")
+            knobs = {k: v for k, v in summary["knobs"].items() if v is not None}
+            say(f"  knobs: {', '.join(f'{k}={v}' for k, v in knobs.items())}")
+            say(
+                f"  {summary['pairs']} pairs -> {summary['rows']} rows x {summary['negatives_per_anchor']} negatives "
+                f"({summary['anchors']} anchors; {summary['pairs_without_enough_negatives']} pairs without enough "
+                f"negatives); {summary['dropped_false_negatives']} documents judged relevant dropped as negatives"
+            )
+            quantiles = summary["score_margin_quantiles"]
+            say("  positive - negative score: " + ", ".join(f"{q} {v:+.3f}" for q, v in quantiles.items()))
+            mined = read(directory)
+            for row in mined.select(range(min(args.examples, len(mined)))):
+                say(f"  - anchor:   {row['anchor'][:110]}")
+                say(f"    positive: {row['positive'][:110]}  [{row['scores'][0]:.3f}]")
+                say(f"    negative: {row['negative_1'][:110]}  [{row['scores'][1]:.3f}]")
+    return OK
 
 
 def schema_command(args: argparse.Namespace) -> int:
@@ -329,17 +397,21 @@ def schema_command(args: argparse.Namespace) -> int:
     from lossweep.sweep.spec import json_schema
 
     print(json.dumps(json_schema(), indent=2))
-    return 0
+    return OK
 
 
 TRACKING_HELP = (
     "MLflow tracking URI. Precedence, for every command: this flag > MLFLOW_TRACKING_URI > the spec's "
     "mlflow.tracking_uri > sqlite:///./mlflow.db"
 )
+RAY_HELP = (
+    "Ray: the cluster named by RAY_ADDRESS (e.g. ray://head:10001, or auto for one `ray start` began here), "
+    "else a local Ray on 127.0.0.1 with this machine's CPUs. " + EXIT_STATUS
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lossweep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lossweep", description=__doc__, epilog=EXIT_STATUS)
     commands = parser.add_subparsers(dest="command", required=True)
     # Options several commands share, declared once.
     tracking = argparse.ArgumentParser(add_help=False)
@@ -349,9 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show Ray's and the workers' logs live (default: only in the log file)"
     )
 
-    losses = commands.add_parser("losses", help="list the loss catalogue; with --data, which losses fit a dataset")
+    losses = commands.add_parser(
+        "losses", help="list the loss catalogue; with --data, which losses fit a dataset", epilog=EXIT_STATUS
+    )
     losses.add_argument(
-        "--data", help="a dataset folder or file (BEIR, STS Benchmark, SNLI, PAWS, Banking77, csv/jsonl/parquet)"
+        "--data",
+        help="a dataset folder or file (BEIR, STS Benchmark, SNLI, PAWS, Banking77, csv/jsonl/parquet); a relative "
+        "path lies under the data folder, as in specs",
+    )
+    losses.add_argument(
+        "--data-dir", help="where relative --data paths start (default: $LOSSWEEP_DATA_DIR, else ../shared/data)"
     )
     losses.add_argument("--split", default="train", help="split to read (default: train)")
     losses.add_argument("--view", help="layout to build from the folder, e.g. triplets or pair-class for SNLI")
@@ -367,22 +446,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(func=schema_command)
 
-    validate = commands.add_parser("validate", help="check an experiment spec without running it")
+    validate = commands.add_parser(
+        "validate",
+        parents=[tracking],
+        help="check an experiment spec, its data, models and tracking store without running it",
+        epilog=EXIT_STATUS,
+    )
     validate.add_argument("spec", help="path to an experiment YAML file")
     validate.add_argument("--no-data", action="store_true", help="skip loading the data (structure and values only)")
     validate.set_defaults(func=validate_command)
 
     negatives = commands.add_parser(
         "negatives",
-        parents=[running],
+        parents=[tracking, running],
         help="mine the hard negatives a spec asks for, or find them in the cache; show a summary",
+        epilog=RAY_HELP,
     )
     negatives.add_argument("spec", help="path to an experiment YAML file with a negatives section")
     negatives.add_argument("--examples", type=int, default=3, help="example triplets to print (default 3)")
     negatives.set_defaults(func=negatives_command)
 
     train = commands.add_parser(
-        "train", parents=[tracking, running], help="train one configuration on Ray workers and track it in MLflow"
+        "train",
+        parents=[tracking, running],
+        help="train one configuration on Ray workers and track it in MLflow",
+        epilog=RAY_HELP,
     )
     train.add_argument("spec", help="path to an experiment YAML file")
     train.set_defaults(func=train_command)
@@ -391,20 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         parents=[tracking, running],
         help="search or compare losses with Ray Tune + Optuna; MLflow parent/child runs",
+        epilog=RAY_HELP,
     )
     sweep.add_argument("spec", help="path to an experiment YAML file with a sweep section")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
     sweep.set_defaults(func=sweep_command)
 
     report = commands.add_parser(
-        "report", parents=[tracking], help="rebuild a sweep's leaderboard and plots from MLflow"
+        "report", parents=[tracking], help="rebuild a sweep's leaderboard and plots from MLflow", epilog=EXIT_STATUS
     )
     report.add_argument("sweep", help="the sweep's name or its MLflow parent run id (or a unique prefix of it)")
     report.add_argument("--no-log", action="store_true", help="print only; do not re-log artifacts to the parent run")
     report.set_defaults(func=report_command)
 
     reproduce = commands.add_parser(
-        "reproduce", parents=[tracking, running], help="re-run one trial from its MLflow run and compare the metrics"
+        "reproduce",
+        parents=[tracking, running],
+        help="re-run one trial from its MLflow run and compare the metrics",
+        epilog=RAY_HELP,
     )
     reproduce.add_argument(
         "run_id", help="the MLflow run id of a trial, or a unique prefix of it (lossweep train, or a sweep's child run)"
@@ -416,7 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(func=reproduce_command)
 
     export = commands.add_parser(
-        "export", parents=[tracking], help="export a sweep's best model as a sentence-transformers folder"
+        "export",
+        parents=[tracking],
+        help="export a sweep's best model as a sentence-transformers folder",
+        epilog=EXIT_STATUS,
     )
     export.add_argument("sweep", help="the sweep's name or parent run id (or a trial's run id)")
     export.add_argument("dir", help="an empty or new folder for the model")
@@ -429,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_loading(getattr(args, "verbose", False))
     return args.func(args)
 
 

@@ -18,12 +18,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .leaderboard import readable
 from .protocol import Phase, Tag, TrialState
@@ -48,7 +51,7 @@ class Terminal:
         say once where it is."""
         if self.log is not None and not self.kept:
             self.kept = True
-            self.out.print(f"[dim]logs of Ray and the workers: {self.log}[/]")
+            self.out.print(f"[dim]logs of Ray and the workers: {escape(str(self.log))}[/]")
 
 
 @contextmanager
@@ -117,15 +120,15 @@ def print_leaderboard(board, console: Console | None = None) -> None:
     }
     for part, title in titles.items():
         columns, records = board.table(part)
-        table = Table(title=title)
+        table = Table(title=escape(title))
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(escape(column), overflow="fold")
         for record in records:
-            table.add_row(*record)
+            table.add_row(*(escape(cell) for cell in record))  # a value such as [query_to_doc] is not markup
         console.print(table)
     if board.test:
-        console.print(f"test: {board.test}")
-    console.print(board.verdict)
+        console.print(f"test: {board.test}", markup=False, highlight=False)
+    console.print(board.verdict, markup=False, highlight=False)
     if board.importances:
         console.print("what mattered (fANOVA share of the selection metric's variance, per loss):")
         for line in board.importance_lines():
@@ -196,14 +199,15 @@ class SweepMonitor:
                 continue
             self.seen[run.info.run_id] = state
             row = self._row(run, differing=None)
+            say = partial(self.console.print, markup=False, highlight=False)
             if row["phase"] in (Phase.BASELINE, Phase.VERDICT):
                 if state != TrialState.RUNNING:
-                    self.console.print(f"  scored    {row['trial']} {row['loss']} on the eval sets in {row['elapsed']}")
+                    say(f"  scored    {row['trial']} {row['loss']} on the eval sets in {row['elapsed']}")
             elif state == TrialState.RUNNING:
-                self.console.print(f"  started   {row['trial']} {row['loss']} {row['config']}")
+                say(f"  started   {row['trial']} {row['loss']} {row['config']}")
             else:
                 score = f", {row['metric']} {row['score']}" if row["score"] else ""
-                self.console.print(f"  {state:<9} {row['trial']} {row['loss']} in {row['elapsed']}{score}")
+                say(f"  {state:<9} {row['trial']} {row['loss']} in {row['elapsed']}{score}")
 
     def render(self, runs: list) -> Group:
         """The table: running trials and the latest finished ones, and a line of totals with an ETA."""
@@ -214,25 +218,15 @@ class SweepMonitor:
         finished = [r for r, s in zip(trials, states, strict=True) if s != TrialState.RUNNING]
         shown = finished[-SHOWN_FINISHED:] + running
         metric = self.plan.metric.split("/", 2)[-1]
-        table = Table(title=f"trials ({metric} on the selection set)", title_justify="left")
+        table = Table(title=escape(f"trials ({metric} on the selection set)"), title_justify="left")
         for column in ("trial", "phase", "loss", "params", "step", "train loss", metric, "state", "elapsed"):
             table.add_column(column, no_wrap=column in ("trial", "step", "state", "elapsed"))
         for run in shown:
             row = self._row(run, differing)
             style = {"pruned": "dim", "failed": "red", "completed": "green"}.get(row["state"], "")
-            table.add_row(
-                row["trial"],
-                row["phase"],
-                row["loss"],
-                row["config"],
-                row["step"],
-                row["loss_value"],
-                row["score"],
-                row["state"],
-                row["elapsed"],
-                style=style,
-            )
-        return Group(table, self._totals(trials, states))
+            cells = ("trial", "phase", "loss", "config", "step", "loss_value", "score", "state", "elapsed")
+            table.add_row(*(escape(row[cell]) for cell in cells), style=style)  # [query_to_doc] is a value
+        return Group(table, Text(self._totals(trials, states)))
 
     def _totals(self, trials: list, states: list[str]) -> str:
         counts = {state: states.count(state) for state in TrialState}

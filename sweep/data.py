@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+
+from lossweep.losses.formats import LABEL_COLUMNS, not_text_problem
 
 DATA_DIR_ENV = "LOSSWEEP_DATA_DIR"
 
@@ -26,8 +29,31 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, "../shared/data")).expanduser()
 
 
+def data_dir_origin() -> str:
+    """Where the default data_dir comes from, for messages."""
+    return f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else f"the default (${DATA_DIR_ENV} is not set)"
+
+
 class DataError(ValueError):
     """A data source that cannot be read as asked; the message names the file or field and the fix."""
+
+
+def locate(path: str | Path, data_dir: Path, origin: str = "the spec's data_dir") -> Path:
+    """The one path rule of every command: an absolute path is itself, a relative one lies under
+    data_dir. A path that is not there is an error naming where it looked (and a file of that name
+    in the working directory, if there is one)."""
+    given = Path(path).expanduser()
+    found = given if given.is_absolute() else data_dir / given
+    if found.exists():
+        return found
+    where = "" if given.is_absolute() else f" under data_dir {data_dir.resolve()} ({origin})"
+    hint = ""
+    if not given.is_absolute() and given.exists():
+        hint = f"; there is a {given} in the current folder: give its absolute path ({given.resolve()})"
+    raise DataError(
+        f"{path}: no such file or folder{where}{hint}; set data_dir (the spec's field, or {DATA_DIR_ENV}) to "
+        "the folder that holds the data, or give an absolute path"
+    )
 
 
 # --- BEIR retrieval folders -------------------------------------------------------------------------
@@ -40,6 +66,11 @@ class RetrievalSet:
     corpus: dict[str, str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+
+    @property
+    def graded(self) -> bool:
+        """Whether the judgements carry more than one relevance grade (Cranfield's 1-4)."""
+        return len({grade for docs in self.qrels.values() for grade in docs.values()}) > 1
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -106,10 +137,82 @@ def load_beir_hub(repo_id: str, split: str, limit: int | None = None) -> Retriev
     return RetrievalSet(corpus, {q: all_queries[q] for q in qrels if q in all_queries}, qrels)
 
 
+def hub_is_retrieval(repo_id: str) -> bool:
+    """Whether a hub dataset has MTEB's retrieval layout (configs `corpus` and `queries`); rows of pairs
+    otherwise."""
+    try:
+        names = datasets.get_dataset_config_names(repo_id)
+    except Exception as error:  # the hub client raises many types; the user needs the id and the cause
+        raise DataError(f"hub dataset {repo_id!r} could not be read: {error}") from error
+    return {"corpus", "queries"} <= set(names)
+
+
 def _document_text(title: str, text: str) -> str:
     """Title and text joined as BEIR and MTEB evaluations do (Cranfield's texts repeat their title;
     joining anyway keeps our numbers equal to the published ones)."""
     return f"{title.strip()} {text.strip()}".strip()
+
+
+def rows_retrieval(rows: datasets.Dataset, documents: Sequence[str] = (), source: str = "the rows") -> RetrievalSet:
+    """A retrieval set from rows of (query, document[, more documents...][, grade]), as a CSV of
+    pairs holds them: the queries are the distinct texts of the first column, each judged relevant to
+    the documents its rows pair it with (graded by the label column when there is one: 0 keeps the
+    document unjudged, 1, 2... are grades); further text columns (hard negatives) are unjudged
+    documents. The corpus is every distinct document of the rows, then `documents` (distractors, such
+    as the training data's). Ids follow first appearance: q1, q2... and d1, d2..."""
+    label = next((c for c in rows.column_names if c in LABEL_COLUMNS), None)
+    texts = [c for c in rows.column_names if c != label]
+    if len(texts) < 2:
+        raise DataError(
+            f"{source}: retrieval from rows needs (query, document) pairs, found columns {rows.column_names}; "
+            "rename the columns (spec: columns), or judge class-labelled texts with type: classes"
+        )
+    for column in texts:
+        values = rows[column]
+        if not all(isinstance(v, str) for v in values):
+            raise DataError(f"{source}: {not_text_problem(column, rows.features[column], label)}")
+        empty = sum(1 for v in values if not v.strip())
+        if empty:
+            raise DataError(f"{source}: column {column!r} has {empty} empty texts: drop or fill those rows")
+    grades = [1] * len(rows) if label is None else _grades(rows[label], label, source)
+    corpus_ids: dict[str, str] = {}
+    query_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+
+    def doc_id(text: str) -> str:
+        return corpus_ids.setdefault(text, f"d{len(corpus_ids) + 1}")
+
+    columns = [rows[c] for c in texts]
+    for index, grade in enumerate(grades):
+        query, document, *others = (column[index] for column in columns)
+        judged = doc_id(document)
+        for other in others:
+            doc_id(other)
+        query_id = query_ids.setdefault(query, f"q{len(query_ids) + 1}")
+        if grade > 0:
+            docs = qrels.setdefault(query_id, {})
+            docs[judged] = max(grade, docs.get(judged, 0))
+    for text in documents:
+        if text and text.strip():
+            doc_id(text)
+    if not qrels:
+        raise DataError(f"{source}: no row judges a document relevant (every label is 0)")
+    queries = {qid: text for text, qid in query_ids.items() if qid in qrels}
+    return RetrievalSet({qid: text for text, qid in corpus_ids.items()}, queries, qrels)
+
+
+def _grades(values: list, column: str, source: str) -> list[int]:
+    """Relevance grades from a label column: integers >= 0 (booleans count as 0/1)."""
+    grades = []
+    for value in values:
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and float(value).is_integer() and value >= 0):
+            grades.append(int(value))
+            continue
+        raise DataError(
+            f"{source}: label {column!r} holds {value!r}; retrieval reads it as a relevance grade (0 = not "
+            "relevant, 1, 2... = relevant): use whole numbers >= 0, or judge similarity scores with type: sts"
+        )
+    return grades
 
 
 def beir_pairs(folder: Path, split: str) -> datasets.Dataset:
@@ -266,17 +369,44 @@ def table(path: Path, split: str) -> datasets.Dataset:
     """A CSV/TSV/JSON(L)/Parquet file or a `save_to_disk` folder, columns taken as they are."""
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+            raise DataError(f"{path}: no split {split!r}; the saved dataset has {sorted(loaded)}")
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return datasets.Dataset.from_csv(str(path), sep="\t" if suffix == ".tsv" else ",")
-    if suffix in (".json", ".jsonl"):
-        return datasets.Dataset.from_json(str(path))
-    if suffix == ".parquet":
-        return datasets.Dataset.from_parquet(str(path))
-    raise DataError(
-        f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json, .parquet or a dataset folder"
-    )
+    readers = {
+        ".csv": lambda: datasets.Dataset.from_csv(str(path), sep=","),
+        ".tsv": lambda: datasets.Dataset.from_csv(str(path), sep="\t"),
+        ".json": lambda: datasets.Dataset.from_json(str(path)),
+        ".jsonl": lambda: datasets.Dataset.from_json(str(path)),
+        ".parquet": lambda: datasets.Dataset.from_parquet(str(path)),
+    }
+    if suffix not in readers:
+        raise DataError(
+            f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json, .parquet or a dataset folder"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; it needs a header and rows")
+    quiet = logging.getLogger("datasets").level
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)  # the reason goes into our message instead
+    try:
+        dataset = readers[suffix]()
+    except Exception as error:  # datasets, pandas and pyarrow raise many types; the user needs the file and why
+        if "corresponds to no data" in str(error):
+            raise DataError(f"{path}: no rows, only a header; add rows") from None
+        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({_root_cause(error)}); fix the file") from None
+    finally:
+        logging.getLogger("datasets").setLevel(quiet)
+    if len(dataset) == 0:
+        raise DataError(f"{path}: no rows, only a header; add rows")
+    return dataset
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost cause: what the parser said, not its wrapper's summary."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 Loader = Callable[[Path, str], datasets.Dataset]
@@ -322,9 +452,7 @@ def load_local(path: Path | str, split: str = "train", view: str | None = None, 
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(
-            f"{path}: no such file or folder (set {DATA_DIR_ENV} or the spec's data_dir to where the data lives)"
-        )
+        raise DataError(f"{path}: no such file or folder; set data_dir ({DATA_DIR_ENV}) or give an absolute path")
     if view in DERIVED_VIEWS:
         return DERIVED_VIEWS[view](unique_texts(load_local(path, split)), seed)
     kind = detect_kind(path)

@@ -1,8 +1,12 @@
-"""Evaluators: retrieval (BEIR), STS and triplet accuracy, at the full size and every Matryoshka size.
+"""Evaluators: retrieval, STS, triplet accuracy and class-labelled texts, at the full size and every
+Matryoshka size.
 
 Each evaluator encodes its texts once and scores every size from that one encoding: the smaller
-sizes are prefixes of the full embedding, re-normalised. Retrieval metrics come from
-sentence-transformers' own `InformationRetrievalEvaluator` code, so they equal its numbers.
+sizes are prefixes of the full embedding, re-normalised. Retrieval rankings come from
+sentence-transformers' own `InformationRetrievalEvaluator` code, so MRR, Recall and MAP equal its
+numbers; NDCG equals its number on binary judgements and, on graded ones (Cranfield's 1-4), uses the
+grades as gains, as trec_eval's `ndcg_cut` (and so MTEB) does. Class-labelled texts are judged as
+metric learning judges embeddings (`ClassesEvaluator`).
 
 Metric names are legal MLflow names and line up across runs: `eval/<set>/<metric>` at the full size,
 `eval/<set>/<metric>/dim_<d>` at each size d.
@@ -22,9 +26,11 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 from sentence_transformers.util import cos_sim
 from sentence_transformers.util.distributed import distributed_evaluation, get_rank
 
+from lossweep.losses.formats import LABEL_COLUMNS
+
 from .data import RetrievalSet
 from .inputs import EvalSet, load_eval
-from .metrics import RETRIEVAL_METRICS, metric_name
+from .metrics import METRICS, RETRIEVAL_METRICS, metric_name
 
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
@@ -40,6 +46,11 @@ class EvalResult:
 
 def _truncate(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
     return F.normalize(embeddings[:, :dim].float(), p=2, dim=-1)
+
+
+def _names(dataset: str, metric: str, dim: int, full: int) -> list[str]:
+    """The names one value goes under: its size's, and the plain name at the model's full size."""
+    return [metric_name(dataset, metric, dim)] + ([metric_name(dataset, metric)] if dim == full else [])
 
 
 def _sizes(model: SentenceTransformer, dims: Sequence[int] | None) -> tuple[int, list[int]]:
@@ -64,10 +75,16 @@ class _IRFromEmbeddings(InformationRetrievalEvaluator):
 
 
 class RetrievalEvaluator:
-    """NDCG@10, MRR@10, MAP@100 and Recall@1/10/100 for every size, from one encoding."""
+    """NDCG@10, MRR@10, MAP@100 and Recall@1/10/100 for every size, from one encoding.
+
+    NDCG takes the judgements' grades as gains when they have several (trec_eval's `ndcg_cut`: gain
+    = grade, discount log2(rank + 1), the ideal ranking from every judged document); MRR, Recall and
+    MAP count any judged document as relevant, as sentence-transformers does.
+    """
 
     def __init__(self, name: str, data: RetrievalSet, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
         self.name, self.dims = name, dims
+        self.grades = data.qrels if data.graded else None
         # Sets that search one corpus (a validation set carved from training, and the test set) share
         # its encoding within one evaluation.
         self.corpus_key = hash(tuple(data.corpus.items()))
@@ -102,27 +119,30 @@ class RetrievalEvaluator:
             scores = ir.compute_all_metrics(model, corpus_embeddings=_truncate(corpus, dim))["cosine"]
             per_query = self.per_query(ir.last_results)
             for ours, (key, k) in RETRIEVAL_METRICS.items():
-                value = float(scores[key][k])
-                names = [metric_name(self.name, ours, dim)] + ([metric_name(self.name, ours)] if dim == full else [])
-                for name in names:
+                graded = self.grades is not None and key == "ndcg@k"
+                value = float(np.mean(list(per_query[ours].values()))) if graded else float(scores[key][k])
+                for name in _names(self.name, ours, dim, full):
                     result.metrics[name] = value
                     result.per_query[name] = per_query[ours]
         ir.query_embeddings = None
         return result
 
     def per_query(self, results: list) -> dict[str, dict[str, float]]:
-        """Each metric of RETRIEVAL_METRICS per query, as sentence-transformers computes it (binary
-        relevance, ties broken by corpus id); the mean over queries is its reported figure."""
+        """Each metric of RETRIEVAL_METRICS per query, as sentence-transformers computes it (ties broken
+        by corpus id), NDCG with graded gains when the set has grades; the mean over queries is its
+        reported figure."""
         out: dict[str, dict[str, float]] = {name: {} for name in RETRIEVAL_METRICS}
         for query_id, hits in zip(self.ir.queries_ids, results, strict=True):
             relevant = self.ir.relevant_docs[query_id]
+            grades = self.grades[query_id] if self.grades is not None else dict.fromkeys(relevant, 1)
             ranked = sorted(hits, key=lambda h: (-h["score"], h["corpus_id"]))
             found = [hit["corpus_id"] in relevant for hit in ranked]
+            gains = [grades.get(hit["corpus_id"], 0) for hit in ranked]
             for name, (key, k) in RETRIEVAL_METRICS.items():
                 top = found[:k]
                 if key == "ndcg@k":
-                    ideal = self.ir.compute_dcg_at_k([1] * len(relevant), k)
-                    value = self.ir.compute_dcg_at_k([int(f) for f in top], k) / ideal
+                    ideal = self.ir.compute_dcg_at_k(sorted(grades.values(), reverse=True), k)
+                    value = self.ir.compute_dcg_at_k(gains[:k], k) / ideal
                 elif key == "mrr@k":
                     value = next((1.0 / (rank + 1) for rank, f in enumerate(top) if f), 0.0)
                 elif key == "recall@k":
@@ -147,7 +167,7 @@ class STSEvaluator:
     """Spearman correlation of cosine similarity with gold scores, for every size."""
 
     def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
-        texts = [c for c in rows.column_names if c not in ("label", "labels", "score", "scores")]
+        texts = [c for c in rows.column_names if c not in LABEL_COLUMNS]
         score = next(c for c in rows.column_names if c not in texts)
         self.name, self.dims, self.batch_size = name, dims, batch_size
         self.first, self.second, self.scores = rows[texts[0]], rows[texts[1]], np.asarray(rows[score], dtype=float)
@@ -182,23 +202,88 @@ class TripletEvaluator:
         for dim in sizes:
             a, p, n = (_truncate(x, dim) for x in (anchor, positive, negative))
             correct = ((a * p).sum(-1) > (a * n).sum(-1)).float()
-            names = [metric_name(self.name, "cosine_accuracy", dim)]
-            names += [metric_name(self.name, "cosine_accuracy")] if dim == full else []
-            for name in names:
+            for name in _names(self.name, "cosine_accuracy", dim, full):
                 result.metrics[name] = float(correct.mean())  # float32, as sentence-transformers computes it
                 result.per_query[name] = {str(row): value for row, value in enumerate(correct.tolist())}
         return result
 
 
-Evaluator = RetrievalEvaluator | STSEvaluator | TripletEvaluator
+class ClassesEvaluator:
+    """Class-labelled texts judged as metric learning judges embeddings (Musgrave et al., "A Metric
+    Learning Reality Check", 2020; pytorch-metric-learning's `AccuracyCalculator`): every text queries
+    all the others by cosine similarity, and a hit is a text of its class. With R the number of other
+    texts of the query's class, per query:
+
+    - precision_at_1: the nearest text is of the class;
+    - r_precision: the share of the class among the R nearest;
+    - map_at_r: mean over the R nearest of precision at each hit (MAP@R, the paper's headline);
+    - knn_accuracy_at_10: the majority class of the 10 nearest is the query's (a tie goes to the
+      class met first).
+
+    Ties in similarity are broken by row order. A text alone in its class has no R and is left out.
+    """
+
+    K = 10
+
+    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+        label = next(c for c in rows.column_names if c in LABEL_COLUMNS)
+        text = next(c for c in rows.column_names if c != label)
+        self.name, self.dims, self.batch_size = name, dims, batch_size
+        self.texts = rows[text]
+        ids: dict = {}
+        self.labels = torch.tensor([ids.setdefault(y, len(ids)) for y in rows[label]])
+
+    def __call__(self, model: SentenceTransformer) -> EvalResult:
+        embeddings = model.encode(self.texts, batch_size=self.batch_size, convert_to_tensor=True)
+        full, sizes = _sizes(model, self.dims)
+        result = EvalResult()
+        for dim in sizes:
+            per_query = self.per_query(_truncate(embeddings, dim).cpu())
+            for metric, values in per_query.items():
+                for name in _names(self.name, metric, dim, full):
+                    result.metrics[name] = float(np.mean(list(values.values())))
+                    result.per_query[name] = values
+        return result
+
+    def per_query(self, embeddings: torch.Tensor) -> dict[str, dict[str, float]]:
+        """Each metric per query (row index), from normalised embeddings."""
+        labels, n = self.labels, len(self.labels)
+        others = torch.bincount(labels)[labels] - 1  # R of each query
+        depth = min(n - 1, max(int(others.max()), self.K))
+        out: dict[str, dict[str, float]] = {metric: {} for metric in METRICS["classes"]}
+        chunk = max(1, 2**24 // n)  # rows of the similarity matrix held at once
+        for start in range(0, n, chunk):
+            rows = torch.arange(start, min(n, start + chunk))
+            similarity = embeddings[rows] @ embeddings.T
+            similarity[torch.arange(len(rows)), rows] = -torch.inf  # a text does not find itself
+            order = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :depth]
+            hits = labels[order] == labels[rows, None]
+            for i, query in enumerate(rows.tolist()):
+                r = int(others[query])
+                if r == 0:
+                    continue
+                found = hits[i].numpy()
+                precision = np.cumsum(found[:r]) / np.arange(1, r + 1)
+                nearest = labels[order[i, : self.K]].tolist()
+                counts = {y: nearest.count(y) for y in dict.fromkeys(nearest)}  # first-met order breaks ties
+                majority = max(counts, key=counts.get)
+                key = str(query)
+                out["precision_at_1"][key] = float(found[0])
+                out["r_precision"][key] = float(found[:r].sum() / r)
+                out["map_at_r"][key] = float((precision * found[:r]).sum() / r)
+                out["knn_accuracy_at_10"][key] = float(majority == int(labels[query]))
+        return out
+
+
+Evaluator = RetrievalEvaluator | STSEvaluator | TripletEvaluator | ClassesEvaluator
+ROW_EVALUATORS = {"sts": STSEvaluator, "triplet": TripletEvaluator, "classes": ClassesEvaluator}
 
 
 def build_evaluator(eval_set: EvalSet, dims: Sequence[int] | None, batch_size: int) -> Evaluator:
     name = eval_set.ref.label
     if eval_set.ref.type == "retrieval":
         return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size)
-    cls = STSEvaluator if eval_set.ref.type == "sts" else TripletEvaluator
-    return cls(name, eval_set.rows, dims, batch_size)
+    return ROW_EVALUATORS[eval_set.ref.type](name, eval_set.rows, dims, batch_size)
 
 
 def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator]:

@@ -1,22 +1,27 @@
-"""What a spec points at: its data sets and model, resolved, loaded and checked before any run starts."""
+"""What a spec points at: its data sets and model, resolved, loaded and checked before any run starts.
+
+One path rule for every command: a relative data path lies under data_dir (`data.locate`). Eval data
+is checked as training data is (text columns of text, no empty texts, labels of the kind the
+evaluation reads), so a bad eval file is refused before Ray starts, with its field and the fix.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import datasets
 
-from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry
+from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry, inspect_dataset
 from lossweep.losses.fit import fit
+from lossweep.losses.formats import LABEL_COLUMNS
 
 from . import data as d
 from . import holdout, storage
 from . import negatives as neg
-from .models import ModelError, load_model, model_dimension, model_fingerprint, resolve_model
+from .models import ModelError, load_model, model_dimension, model_fingerprint, model_problem, resolve_model
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
 from .teacher import with_teacher_embeddings, with_teacher_scores
@@ -35,35 +40,76 @@ def resolve_paths(spec: Spec) -> Spec:
         "data_dir": str(data_dir(spec).resolve()),
         "output_dir": storage.absolute(spec.output_dir),
     }
-    for field in ("model", "teacher"):
-        ref = getattr(spec, field)
+    for name in ("model", "teacher"):
+        ref = getattr(spec, name)
         if ref and Path(ref).expanduser().exists():
-            changes[field] = str(Path(ref).expanduser().resolve())
+            changes[name] = str(Path(ref).expanduser().resolve())
     return spec.replace(**changes)
 
 
 def _local_path(ref: DataRef | EvalRef, spec: Spec) -> Path:
-    path = Path(ref.path).expanduser()
-    return path if path.is_absolute() else data_dir(spec) / path
+    origin = "the spec's data_dir" if spec.data_dir else d.data_dir_origin()
+    return d.locate(ref.path, data_dir(spec), origin)
 
 
 def load_ref(ref: DataRef | EvalRef, spec: Spec) -> datasets.Dataset:
-    """The rows a data reference names (local path or hub id), cut to `limit`."""
+    """The rows a data reference names (local path or hub id), columns renamed as it asks, cut to `limit`."""
     if ref.hub is not None:
         dataset = d.load_hub(ref.hub, ref.split, ref.subset)
     else:
         dataset = d.load_local(_local_path(ref, spec), ref.split, ref.view, spec.training.seed)
+    dataset = _renamed(dataset, ref)
     return dataset.select(range(min(ref.limit, len(dataset)))) if ref.limit else dataset
 
 
-def _load_retrieval(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None = None) -> d.RetrievalSet:
-    """A BEIR split of the folder (or MTEB-layout hub dataset) a reference names."""
+def _renamed(dataset: datasets.Dataset, ref: DataRef | EvalRef) -> datasets.Dataset:
+    """`columns` renamed (old: new), and a label column of strings turned into class ids on request."""
+    missing = [old for old in ref.columns if old not in dataset.column_names]
+    if missing:
+        raise d.DataError(f"columns: {missing} not in the data, whose columns are {dataset.column_names}")
+    if ref.columns:
+        dataset = dataset.rename_columns(dict(ref.columns))
+    if ref.encode_labels:
+        label = next((c for c in dataset.column_names if c in LABEL_COLUMNS), None)
+        if label is None:
+            raise d.DataError(f"encode_labels: the data has no label column (columns {dataset.column_names})")
+        if isinstance(dataset.features[label], datasets.Value) and dataset.features[label].dtype == "string":
+            dataset = dataset.class_encode_column(label)
+    return dataset
+
+
+def _beir_folder(ref: DataRef | EvalRef, spec: Spec) -> bool:
+    """Whether a reference names a BEIR folder (or an MTEB-layout hub dataset), whatever its view."""
+    if ref.hub is not None:
+        return d.hub_is_retrieval(ref.hub)
+    return (_local_path(ref, spec) / "corpus.jsonl").is_file()
+
+
+def _load_beir(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None = None) -> d.RetrievalSet:
     if ref.hub is not None:
         return d.load_beir_hub(ref.hub, split, limit)
-    folder = _local_path(ref, spec)
-    if not (folder / "corpus.jsonl").is_file():
-        raise d.DataError(f"{folder}: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
-    return d.load_beir(folder, split, limit)
+    return d.load_beir(_local_path(ref, spec), split, limit)
+
+
+def train_documents(spec: Spec) -> list[str]:
+    """The training data's documents (every text column after the first), distractors for a
+    retrieval set built from pairs: a corpus of only the test positives is too easy."""
+    rows = load_ref(spec.train, spec)
+    label = next((c for c in rows.column_names if c in LABEL_COLUMNS), None)
+    texts = [c for c in rows.column_names if c != label][1:]
+    return [text for column in texts for text in rows[column] if isinstance(text, str)]
+
+
+def _load_retrieval(ref: EvalRef, spec: Spec) -> d.RetrievalSet:
+    """A retrieval eval set: a BEIR folder's split (a view turns the folder into rows), or rows of
+    pairs whose corpus is their documents plus, unless `corpus: own`, the training data's."""
+    if ref.view is None and _beir_folder(ref, spec):
+        if ref.corpus is not None:
+            raise d.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder searches its corpus")
+        return _load_beir(ref, spec, ref.split, ref.limit)
+    rows = load_ref(ref, spec)
+    documents = train_documents(spec) if (ref.corpus or "with_train") == "with_train" else []
+    return d.rows_retrieval(rows, documents, source=_where(ref))
 
 
 def train_pairs(spec: Spec) -> datasets.Dataset:
@@ -79,7 +125,7 @@ def train_dataset(spec: Spec) -> datasets.Dataset:
         directory = negatives_dir(spec, mining_input(spec, dataset))
         dataset = neg.shape(neg.read(directory), negatives_shape(spec))
     if spec.teacher and "label" not in dataset.column_names:
-        entry = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name)
+        entry = get_entry(spec.loss.leaf)
         wants = {fmt.label for fmt in entry.formats}
         teacher = load_model(spec.teacher)
         if wants & {LabelKind.TEACHER_SCORES, LabelKind.TEACHER_MARGINS}:
@@ -108,18 +154,19 @@ def uses_negatives(spec: Spec, pairs: datasets.Features) -> bool:
 
 
 def mining_input(spec: Spec, pairs: datasets.Dataset) -> neg.MiningInput:
-    """What mining needs: the training pairs, the corpus to mine from (a BEIR folder's whole corpus,
-    else the positives) and, per anchor, every document judged relevant to its query."""
+    """What mining needs: the training pairs, the corpus to mine from and, per anchor, every document
+    judged relevant to its query. A BEIR folder gives its whole corpus and its judgements; rows of
+    pairs give their documents (the corpus `type: retrieval` builds from them), and sentence-
+    transformers never mines a document the rows pair with the same anchor."""
     ref = spec.train
-    is_beir = ref.hub is not None or (_local_path(ref, spec) / "corpus.jsonl").is_file()
-    if not is_beir or ref.view not in (None, "pairs", "top-pairs"):
+    if not _beir_folder(ref, spec) or ref.view not in (None, "pairs", "top-pairs"):
         return neg.MiningInput(pairs, None, {})
-    judged = _load_retrieval(ref, spec, ref.split)
+    judged = _load_beir(ref, spec, ref.split)
     relevant = {judged.queries[q]: {judged.corpus[doc] for doc in docs} for q, docs in judged.qrels.items()}
     return neg.MiningInput(pairs, list(judged.corpus.values()), relevant)
 
 
-def negatives_dir(spec: Spec, inputs: neg.MiningInput) -> Path:
+def negatives_dir(spec: Spec, inputs: neg.MiningInput) -> str:
     """Where the negatives this spec asks for are (or will be) cached."""
     knobs = neg.knobs(spec)
     return neg.cache_dir(spec.output_dir, neg.cache_key(inputs, knobs, model_fingerprint(knobs.model)))
@@ -136,9 +183,12 @@ def _negatives_problems(spec: Spec, pairs: datasets.Dataset, variants: list[Spec
     return found
 
 
+# --- Eval sets ----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class EvalSet:
-    """A loaded evaluation set: a retrieval split, or rows of scored pairs or triplets."""
+    """A loaded evaluation set: a retrieval split, or rows (scored pairs, triplets, class-labelled texts)."""
 
     ref: EvalRef
     retrieval: d.RetrievalSet | None = None
@@ -151,81 +201,154 @@ def _without_holdout(dataset: datasets.Dataset, spec: Spec) -> datasets.Dataset:
     if ref is None:
         return dataset
     if ref.type == "retrieval":
-        validation = _carved_retrieval(ref, spec)
+        validation = _carved_retrieval(ref, spec, dataset)
         return holdout.without_queries(dataset, set(validation.queries.values()))
-    return holdout.without_rows(dataset, holdout.sample_rows(len(dataset), ref.from_train.size, ref.from_train.seed))
+    return holdout.without_rows(dataset, _carved_rows(ref, dataset))
 
 
-def _carved_retrieval(ref: EvalRef, spec: Spec) -> d.RetrievalSet:
-    try:
-        train = _load_retrieval(spec.train, spec, spec.train.split)
-    except d.DataError as error:
-        raise d.DataError(f"from_train: retrieval validation is carved from BEIR training data; {error}") from None
-    return holdout.validation_retrieval(train, ref.from_train.size, ref.from_train.seed)
+def _carved_retrieval(ref: EvalRef, spec: Spec, train: datasets.Dataset | None = None) -> d.RetrievalSet:
+    """Held-out training queries: a BEIR folder's (searching its corpus) or distinct anchors of pairs."""
+    size, seed = ref.from_train.size, ref.from_train.seed
+    if _beir_folder(spec.train, spec):
+        if ref.corpus is not None:
+            raise d.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder searches its corpus")
+        return holdout.validation_retrieval(_load_beir(spec.train, spec, spec.train.split), size, seed)
+    rows = train if train is not None else load_ref(spec.train, spec)
+    return holdout.validation_pairs(rows, size, seed, own_corpus=ref.corpus == "own")
+
+
+def _carved_rows(ref: EvalRef, train: datasets.Dataset) -> list[int]:
+    """The held-out row indices: drawn per class for class-labelled texts, else uniformly."""
+    size, seed = ref.from_train.size, ref.from_train.seed
+    if ref.type == "classes":
+        label = next((c for c in train.column_names if c in LABEL_COLUMNS), None)
+        if label is None:
+            raise d.DataError(f"from_train: classes are carved from class-labelled texts; found {train.column_names}")
+        return holdout.sample_stratified(train[label], size, seed)
+    return holdout.sample_rows(len(train), size, seed)
+
+
+LAYOUTS = {  # eval type -> (text columns, label column needed, how it reads)
+    "sts": (2, True, "(sentence1, sentence2, score)"),
+    "triplet": (3, False, "(anchor, positive, negative)"),
+    "classes": (1, True, "(text, label) with a class per text"),
+}
 
 
 def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
-    if ref.from_train is not None and ref.type == "retrieval":
-        return EvalSet(ref, retrieval=_carved_retrieval(ref, spec))
+    """An eval set, loaded and checked: retrieval from a BEIR folder or from pairs, or rows."""
     if ref.type == "retrieval":
-        return EvalSet(ref, retrieval=_load_retrieval(ref, spec, ref.split, ref.limit))
+        retrieval = _carved_retrieval(ref, spec) if ref.from_train is not None else _load_retrieval(ref, spec)
+        return EvalSet(ref, retrieval=retrieval)
     if ref.from_train is not None:
         train = load_ref(spec.train, spec)
-        rows = train.select(holdout.sample_rows(len(train), ref.from_train.size, ref.from_train.seed))
+        rows = train.select(_carved_rows(ref, train))
     else:
         rows = load_ref(ref, spec)
-    expected = {"sts": 2, "triplet": 3}[ref.type]
-    texts = [c for c in rows.column_names if c not in ("label", "labels", "score", "scores")]
-    if len(texts) != expected or (ref.type == "sts" and len(texts) == len(rows.column_names)):
-        layout = "(sentence1, sentence2, score)" if ref.type == "sts" else "(anchor, positive, negative)"
-        raise d.DataError(f"{ref.label}: {ref.type} evaluation needs rows {layout}; found columns {rows.column_names}")
+    _check_rows(ref, rows)
     return EvalSet(ref, rows=rows)
 
 
-def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> dict[str, Any]:
-    """Every check that runs before Ray starts; raises SpecError listing all problems.
+def _check_rows(ref: EvalRef, rows: datasets.Dataset) -> None:
+    """Rows laid out as the evaluation reads them, with texts in every text column."""
+    count, needs_label, layout = LAYOUTS[ref.type]
+    label = next((c for c in rows.column_names if c in LABEL_COLUMNS), None)
+    texts = [c for c in rows.column_names if c != label]
+    if len(texts) != count or (needs_label and label is None) or (not needs_label and label is not None):
+        hint = " (rename them with `columns`, e.g. {category: label})" if ref.type == "classes" else ""
+        raise d.DataError(
+            f"{_where(ref)}: {ref.type} evaluation needs rows {layout}; found columns {rows.column_names}{hint}"
+        )
+    shape = inspect_dataset(rows)
+    problems = [p for p in shape.problems if not (ref.type == "classes" and "holds strings" in p)]
+    if problems:
+        raise d.DataError(f"{_where(ref)}: {'; '.join(problems)}")
+    if ref.type == "classes" and len(set(rows[label])) == len(rows):
+        raise d.DataError(f"{_where(ref)}: every text has a class of its own; each text needs another of its class")
 
-    Returns what it loaded, so callers need not read it again: the training rows as the data gives
-    them, validation rows held out (key 'train'), and each eval set (by its name).
-    """
+
+def _where(ref: EvalRef | DataRef) -> str:
+    name = ref.label if isinstance(ref, EvalRef) else "train"
+    return f"{name} ({ref.hub or ref.path or 'carved from the training data'})"
+
+
+# --- Everything before Ray starts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What `validate` read, so that callers need not read it again: the training rows as the data
+    gives them (validation rows held out), and each eval set by its name."""
+
+    train: datasets.Dataset
+    evals: dict[str, EvalSet] = field(default_factory=dict)
+
+
+def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded | None:
+    """Every check that runs before Ray starts; raises SpecError listing all problems. Returns what
+    it loaded (None with `load_data=False`)."""
     problems: list[str] = []  # the spec's own values were checked when it was read
-    loaded: dict[str, datasets.Dataset] = {}
-    try:
-        resolve_model(spec.model)
-    except ModelError as error:
-        problems.append(f"model: {error}")
-    dim = model_dimension(spec.model)
+    problems += _model_problems(spec)
+    dim = model_dimension(spec.model) if not problems else None
     searched = spec.sweep.shared.get("matryoshka_dims") if spec.sweep else None
     candidates = [("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", spec.evaluation.dims)]
     candidates += (
         [("sweep.shared.matryoshka_dims.choices", c) for c in (searched.choices or ()) if c] if searched else []
     )
-    for field, dims in candidates:
+    for name, dims in candidates:
         too_big = [x for x in dims or () if dim is not None and x > dim]
         if too_big:
-            problems.append(f"{field}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")
-    if load_data:
-        carved = next((i for i, ref in enumerate(spec.eval) if ref.from_train is not None), None)
+            problems.append(f"{name}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")
+    if not load_data:
+        if problems:
+            raise SpecError(source, problems)
+        return None
+    carved = next((i for i, ref in enumerate(spec.eval) if ref.from_train is not None), None)
+    train = None
+    try:
+        train = train_pairs(spec)
+    except (d.DataError, ModelError) as error:
+        # A validation set that cannot be carved is its eval entry's fault, reported there below.
+        if carved is None or not str(error).startswith(("from_train", "corpus")):
+            problems.append(f"train: {error}")
+    evals: dict[str, EvalSet] = {}
+    for i, ref in enumerate(spec.eval):
         try:
-            loaded["train"] = train_pairs(spec)
-        except (d.DataError, ModelError) as error:
-            # A validation set that cannot be carved is its eval entry's fault, reported there below.
-            if carved is None or "from_train" not in str(error):
-                problems.append(f"train: {error}")
-        for i, ref in enumerate(spec.eval):
-            try:
-                loaded[ref.label] = load_eval(ref, spec)
-            except d.DataError as error:
-                problems.append(f"eval[{i}]: {error}")
-        if "train" in loaded and not any(p.startswith("loss") for p in problems):
-            problems += _training_problems(spec, loaded["train"])
-        if "train" in loaded and spec.sweep is not None:
-            from .space import build_space, space_problems  # the search space needs the data ("all" losses)
+            evals[ref.label] = load_eval(ref, spec)
+        except d.DataError as error:
+            problems.append(f"eval[{i}]: {error}")
+    # The loss must be valid and the teacher load (train_dataset labels the rows with it) to check the rows.
+    if train is not None and not any(p.startswith(("loss", "teacher")) for p in problems):
+        problems += _training_problems(spec, train)
+    if train is not None and spec.sweep is not None:
+        from .space import build_space, space_problems  # the search space needs the data ("all" losses)
 
-            problems += space_problems(build_space(spec, loaded["train"])[0])
+        problems += space_problems(build_space(spec, train)[0])
     if problems:
         raise SpecError(source, problems)
-    return loaded
+    return Loaded(train, evals)
+
+
+def _model_problems(spec: Spec) -> list[str]:
+    """Every model a spec names must load: the model, the teacher, a mining model, a GIST guide."""
+    refs = [("model", spec.model), ("teacher", spec.teacher)]
+    refs += [("negatives.model", spec.negatives.model)] if spec.negatives else []
+    losses: list[tuple[str, LossSpec]] = [("loss", spec.loss)]
+    if spec.sweep is not None and spec.sweep.losses != "all":
+        listed = enumerate(spec.sweep.losses)
+        losses += [(f"sweep.losses[{i}]", item) for i, item in listed if isinstance(item, LossSpec)]
+    for where, loss in losses:
+        while loss is not None:
+            guide = loss.params.get("guide")
+            if isinstance(guide, str):
+                refs.append((f"{where}.params.guide", guide))
+            where, loss = f"{where}.base", loss.base
+    found = []
+    for where, ref in refs:
+        problem = model_problem(ref) if ref else None
+        if problem:
+            found.append(f"{where}: {problem}")
+    return found
 
 
 def _training_problems(spec: Spec, pairs: datasets.Dataset) -> list[str]:
@@ -271,7 +394,7 @@ def with_data_params(loss: LossSpec, dataset: datasets.Dataset) -> LossSpec:
 
 def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
     """The batch the loss needs must be buildable from this data (e.g. enough distinct texts)."""
-    sampler = get_entry(spec.loss.base.name if spec.loss.base else spec.loss.name).sampler
+    sampler = get_entry(spec.loss.leaf).sampler
     size = spec.training.batch_size
     if sampler == "group_by_label" and size % 2:
         return [f"training.batch_size: {size} is odd; batch-triplet losses take labels in pairs, use an even size"]
@@ -283,13 +406,13 @@ def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
     return []
 
 
-def data_inputs(spec: Spec, loaded: dict[str, Any]) -> list[DataInput]:
+def data_inputs(spec: Spec, loaded: Loaded) -> list[DataInput]:
     """The training data and each eval set as MLflow dataset inputs: a name, our fingerprint as the
     digest, where it comes from (the MLflow UI lists them in its Dataset column and filters)."""
-    inputs = [DataInput(_describe(spec.train), d.fingerprint(loaded["train"]), _source(spec.train, spec), "training")]
+    inputs = [DataInput(_describe(spec.train), d.fingerprint(loaded.train), _source(spec.train, spec), "training")]
     for ref in spec.eval:
         source = "the training data (held out)" if ref.from_train else _source(ref, spec)
-        inputs.append(DataInput(ref.label, eval_fingerprint(loaded[ref.label]), source, "evaluation"))
+        inputs.append(DataInput(ref.label, eval_fingerprint(loaded.evals[ref.label]), source, "evaluation"))
     return inputs
 
 

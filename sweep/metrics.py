@@ -15,8 +15,14 @@ RETRIEVAL_METRICS = {  # our name -> (sentence-transformers' result key, k)
     "recall_at_10": ("recall@k", 10),
     "recall_at_100": ("recall@k", 100),
 }
-METRICS = {"retrieval": tuple(RETRIEVAL_METRICS), "sts": ("spearman_cosine",), "triplet": ("cosine_accuracy",)}
-HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy"}
+CLASS_METRICS = ("map_at_r", "r_precision", "precision_at_1", "knn_accuracy_at_10")  # Musgrave et al. 2020
+METRICS = {
+    "retrieval": tuple(RETRIEVAL_METRICS),
+    "sts": ("spearman_cosine",),
+    "triplet": ("cosine_accuracy",),
+    "classes": CLASS_METRICS,
+}
+HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy", "classes": "map_at_r"}
 
 
 def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:

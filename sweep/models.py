@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -42,6 +44,44 @@ def resolve_model(ref: str) -> str:
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelError(f"{ref}: no such model folder")
     return ref  # a hub id such as sentence-transformers/all-MiniLM-L6-v2
+
+
+def model_problem(ref: str) -> str | None:
+    """Why a model reference cannot be loaded here, or None: the packaged model must be installed, a
+    folder must hold a model, a close miss of `minilm` is a typo, and a hub id must be in the local
+    Hugging Face cache or on the Hub (offline, only the cache counts)."""
+    try:
+        resolved = resolve_model(ref)
+    except ModelError as error:
+        return str(error)
+    if ref == MINILM or Path(ref).expanduser().exists():
+        return None
+    close = difflib.get_close_matches(ref.lower(), [MINILM], n=1, cutoff=0.7)
+    if close and "/" not in ref:
+        return f"{ref!r} is neither a model folder nor a hub id; did you mean {close[0]!r} (the packaged MiniLM)?"
+    return _hub_problem(resolved)
+
+
+def _hub_problem(repo_id: str) -> str | None:
+    """A hub id that is neither cached nor (when the Hub can be reached) on the Hub."""
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    cached = (huggingface_hub.try_to_load_from_cache(repo_id, f) for f in ("modules.json", "config.json"))
+    if any(isinstance(path, str) for path in cached):
+        return None
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    fix = f"download it where the Hub is reachable (hf download {repo_id}) or give a local model folder"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return f"{repo_id!r}: not a local folder, and not in the Hugging Face cache ({cache}) while offline; {fix}"
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except RepositoryNotFoundError:
+        return f"{repo_id!r}: no such model on the Hugging Face Hub, and not a local folder; check the id"
+    except Exception as error:  # no network, a proxy, a timeout: the hub client raises many types
+        reason = type(error).__name__
+        return f"{repo_id!r}: not in the Hugging Face cache ({cache}), and the Hub cannot be reached ({reason}); {fix}"
+    return None
 
 
 def model_fingerprint(ref: str) -> str:

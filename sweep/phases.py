@@ -28,7 +28,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from lossweep.losses import get_entry
+from lossweep.losses import LossConfig, get_entry
 
 from . import storage
 from .console import Plan
@@ -203,7 +203,7 @@ def run_sweep(
     if spec.sweep is None:
         raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
     loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded["train"])
+    spec = complete_loss(resolve_paths(spec), loaded.train)
     root = storage.join(spec.output_dir, spec.name)
     state = _load_state(root)
     if state and not resume:
@@ -221,14 +221,14 @@ def run_sweep(
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     preflight(spec, source, uri)
     tracker = Tracker(uri)
-    space, notes = build_space(spec, loaded["train"])
-    space = _with_data_params(space, loaded["train"])
+    space, notes = build_space(spec, loaded.train)
+    space = _with_data_params(space, loaded.train)
     if not spec.verdict_sets():
         notes.append(
             f"no verdict set: the best score is measured on {spec.selection_set().label!r}, the set that chose it, "
             "so it is optimistic; add an eval set that the search never sees to judge the winner"
         )
-    data_fingerprint = fingerprint(loaded["train"])
+    data_fingerprint = fingerprint(loaded.train)
     if state and state.get("data_fingerprint", data_fingerprint) != data_fingerprint:
         raise SpecError(
             source, [f"--resume: the training data changed since {spec.name!r} started; rename it to start a new sweep"]
@@ -376,11 +376,14 @@ def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]
 
 
 def _with_data_params(space: Space, train) -> Space:
-    """Each candidate with the loss parameters its registry entry reads off the data (num_labels)."""
-    candidates = []
-    for c in space.candidates:
-        filled = get_entry(c.config.name).from_data(c.config.params, train)
-        candidates.append(
-            dataclasses.replace(c, config=dataclasses.replace(c.config, params=dict(c.config.params) | filled))
-        )
-    return dataclasses.replace(space, candidates=tuple(candidates))
+    """Each candidate with the loss parameters its registry entry reads off the data (num_labels), for
+    a modifier's base too."""
+
+    def filled(config: LossConfig) -> LossConfig:
+        if config.base is not None:
+            return dataclasses.replace(config, base=filled(config.base))
+        extra = get_entry(config.name).from_data(config.params, train)
+        return dataclasses.replace(config, params=dict(config.params) | extra)
+
+    candidates = tuple(dataclasses.replace(c, config=filled(c.config)) for c in space.candidates)
+    return dataclasses.replace(space, candidates=candidates)

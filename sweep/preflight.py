@@ -16,6 +16,21 @@ from .cluster import ensure_ray
 from .spec import Spec, SpecError
 from .tracking import redact
 
+# What MLflow's tracking stores accept ('' is a bare local path); see mlflow.tracking._tracking_service.
+STORE_SCHEMES = (
+    "",
+    "file",
+    "http",
+    "https",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
+
 
 def preflight(spec: Spec, source: str, uri: str) -> None:
     """Tracking store, output folder and cluster capacity, checked before any run is created."""
@@ -27,28 +42,32 @@ def preflight(spec: Spec, source: str, uri: str) -> None:
         raise SpecError(source, problems)
 
 
-def tracking_problems(uri: str) -> list[str]:
-    """The MLflow store must be reachable (a server) or creatable (a SQLite file)."""
+def tracking_problems(uri: str, field: str = "mlflow.tracking_uri") -> list[str]:
+    """The MLflow store must be reachable (a server, within seconds) or creatable (a SQLite file);
+    `field` names where the URI came from in the message."""
     parts = urlsplit(uri)
+    if parts.scheme not in STORE_SCHEMES:
+        return [
+            f"{field}: {redact(uri)!r} is not an MLflow tracking store; use an MLflow server (http://host:5000), a "
+            f"database (sqlite:///mlflow.db, postgresql://...) or a folder (file:///path)"
+        ]
     if parts.scheme in ("http", "https"):
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except requests.RequestException as error:
             return [
-                f"mlflow.tracking_uri: cannot reach the MLflow server at {redact(uri)} ({type(error).__name__}); "
+                f"{field}: cannot reach the MLflow server at {redact(uri)} ({type(error).__name__}); "
                 "start it (mlflow server --host 127.0.0.1) or fix the URI / MLFLOW_TRACKING_URI"
             ]
     elif parts.scheme == "sqlite":
         database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
         if _in_job_copy(database):
             return [
-                f"mlflow.tracking_uri: {database} is inside this Ray job's copy of the working directory, "
+                f"{field}: {database} is inside this Ray job's copy of the working directory, "
                 "which Ray deletes; give an absolute sqlite path on shared disk or an MLflow server URL"
             ]
         if not _writable(database.parent):
-            return [
-                f"mlflow.tracking_uri: cannot write the SQLite store {database} (read-only folder); choose another path"
-            ]
+            return [f"{field}: cannot write the SQLite store {database} (read-only folder); choose another path"]
     return []
 
 

@@ -70,8 +70,10 @@ class Tag:
     SCORES_RUN = "lossweep.scores_run"  # a verdict run: the trial whose checkpoint it scored
     NEGATIVES_KEY = "lossweep.negatives_key"
     # Provenance, on every run
-    GIT_COMMIT = "lossweep.git_commit"
+    GIT_COMMIT = "lossweep.git_commit"  # the checkout the command started in (the experiment's)
     GIT_DIRTY = "lossweep.git_dirty"
+    SOURCE_COMMIT = "lossweep.source_commit"  # the checkout lossweep's own code ran from (editable install)
+    SOURCE_DIRTY = "lossweep.source_dirty"
     SPEC_HASH = "lossweep.spec_hash"
     DATA_FINGERPRINT = "lossweep.data_fingerprint"
     VERSION = "lossweep.version."  # + package name

@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,8 +33,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import core_schema
 
-from lossweep.losses import LOSSES, LossConfig, config_errors
+from lossweep.losses import LOSSES, LossConfig, Param, config_errors
 
 from .metrics import metric_names
 
@@ -55,23 +55,50 @@ Float = Annotated[float, BeforeValidator(_no_bool)]  # lax: YAML 1.1 reads 2e-5 
 Bool = Annotated[bool, Strict()]
 
 
-def _bound(ok: Callable[[Any], bool], message: str) -> AfterValidator:
-    """A field check: `message` (with {value}) when `ok(value)` is false; None always passes."""
+class _Bound:
+    """A field check: `message` (with {value}) when `ok(value)` is false (None always passes); `schema`
+    adds the same bound to the JSON Schema (`minimum`, `exclusiveMinimum`...), so editors check it too."""
 
-    def check(value: Any) -> Any:
-        if value is not None and not ok(value):
-            raise ValueError(message.format(value=value))
+    def __init__(self, ok: Callable[[Any], bool], message: str, **schema: Any) -> None:
+        self.ok, self.message, self.schema = ok, message, schema
+
+    def check(self, value: Any) -> Any:
+        if value is not None and not self.ok(value):
+            raise ValueError(self.message.format(value=value))
         return value
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        return handler(schema) | self.schema
+
+
+def _bound(ok: Callable[[Any], bool], message: str, **schema: Any) -> _Bound:
+    return _Bound(ok, message, **schema)
+
+
+class _Schema:
+    """JSON Schema keywords for a field whose checks live in Python (e.g. an enum of loss names, which
+    the spec checks with a did-you-mean instead of pydantic's own message)."""
+
+    def __init__(self, **schema: Any) -> None:
+        self.schema = schema
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        return handler(schema) | self.schema
 
 
 def _sizes(value: tuple[int, ...]) -> bool:
     return bool(value) and all(size >= 1 for size in value)
 
 
-Positive = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be >= 1")]
-Sizes = Annotated[tuple[Int, ...], _bound(_sizes, "{value} must be a non-empty list of positive sizes")]
+Positive = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be >= 1", minimum=1)]
+Sizes = Annotated[
+    tuple[Annotated[Int, _Schema(minimum=1)], ...],
+    _bound(_sizes, "{value} must be a non-empty list of positive sizes", minItems=1),
+]
+LossName = Annotated[str, _Schema(enum=list(LOSSES))]
 
 
 class _Broken:
@@ -140,54 +167,84 @@ class _Section(BaseModel):
 
 
 class Holdout(_Section):
-    """A validation set carved from the training data: `size` training queries (retrieval) or rows
-    (sts, triplet), drawn with `seed`; their training pairs are removed from training."""
+    """A validation set carved from the training data: `size` training queries (retrieval: BEIR
+    queries, or distinct anchors of pairs), rows (sts, triplet) or texts drawn per class (classes),
+    with `seed`; every training row of what is held out leaves training."""
 
-    size: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive number of queries (or rows)")] = Field(
-        description="held-out queries (retrieval) or rows (sts, triplet)"
+    size: Annotated[
+        Int, _bound(lambda v: v >= 1, "{value} must be a positive number of queries (or rows)", minimum=1)
+    ] = Field(description="held-out queries (retrieval), rows (sts, triplet) or texts (classes)")
+    seed: Int = Field(0, description="the seed of the draw: the same seed holds out the same items")
+
+
+Limit = Annotated[
+    Int, _bound(lambda v: v >= 1, "{value} must be a positive row count, or null for all rows", minimum=1)
+]
+Columns = dict[str, str]
+
+
+class _Source(_Section):
+    """Where rows come from: `path` (under data_dir, or absolute) or `hub` (a Hugging Face dataset id)."""
+
+    path: str | None = Field(None, description="a folder or file (csv, tsv, jsonl, json, parquet), under data_dir")
+    hub: str | None = Field(None, description="a Hugging Face dataset id")
+    subset: str | None = Field(None, description="the hub dataset's configuration (subset)")
+    view: str | None = Field(None, description="the layout built from a folder, e.g. pairs, triplets, top-pairs")
+    limit: Limit | None = Field(None, description="keep the first rows only (retrieval folders: the first queries)")
+    columns: Columns = Field(
+        default_factory=dict,
+        description="rename columns after loading, old: new (e.g. {question: anchor, similarity: score}): "
+        "text columns in order, then one label column named label or score",
     )
-    seed: Int = 0
+    encode_labels: Bool = Field(
+        False, description="turn a label column of strings into class ids (names sorted, 0..n-1), for class losses"
+    )
+
+    def source_problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.subset is not None and self.hub is None:
+            found.append(("subset", "is a hub dataset's configuration; a local path has none: drop it"))
+        targets = list(self.columns.values())
+        for name in sorted({t for t in targets if targets.count(t) > 1}):
+            found.append(("columns", f"two columns would be renamed to {name!r}; each new name once"))
+        return found
 
 
-Limit = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive row count, or null for all rows")]
-
-
-class DataRef(_Section):
+class DataRef(_Source):
     """Training data: `path` (relative to data_dir, or absolute) or `hub` (a Hugging Face dataset id)."""
 
-    path: str | None = Field(None, description="a folder or file, relative to data_dir, or absolute")
-    hub: str | None = Field(None, description="a Hugging Face dataset id")
-    subset: str | None = None
-    split: str = "train"
-    view: str | None = Field(None, description="the layout built from a folder, e.g. pairs, triplets, top-pairs")
-    limit: Limit | None = Field(None, description="keep the first rows only")
+    split: str = Field("train", description="the split to read (a folder's split, a file ignores it)")
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        found = self.source_problems()
         if (self.path is None) == (self.hub is None):
-            return [("", "set exactly one of path (a local folder or file) or hub (a Hugging Face dataset id)")]
-        return []
+            found.append(("", "set exactly one of path (a local folder or file) or hub (a Hugging Face dataset id)"))
+        return found
 
 
-class EvalRef(_Section):
-    """An evaluation set: retrieval (a BEIR folder), sts (scored pairs) or triplet (anchor, pos, neg).
+EVAL_TYPES = ("retrieval", "sts", "triplet", "classes")
 
-    It comes from `path` or `hub`, or is carved `from_train` when the data has no validation split.
-    """
 
-    type: Literal["retrieval", "sts", "triplet"]
-    path: str | None = Field(None, description="a folder or file, relative to data_dir, or absolute")
-    hub: str | None = Field(None, description="a Hugging Face dataset id (MTEB layout for retrieval)")
-    from_train: Holdout | None = None
-    subset: str | None = None
-    split: str = "test"
-    view: str | None = None
-    limit: Limit | None = None
+class EvalRef(_Source):
+    """An evaluation set: retrieval (a BEIR folder, or rows of (query, document) pairs), sts (scored
+    pairs), triplet (anchor, positive, negative) or classes (class-labelled texts, each text querying
+    the others). It comes from `path` or `hub`, or is carved `from_train` from the training data."""
+
+    type: Literal["retrieval", "sts", "triplet", "classes"] = Field(description="what the set measures")
+    from_train: Holdout | None = Field(None, description="a validation set carved from the training data")
+    split: str = Field("test", description="the split to read")
+    corpus: Literal["with_train", "own"] | None = Field(
+        None,
+        description="retrieval from pairs: the documents searched: the set's own and the training data's "
+        "(with_train, the default) or the set's own only (own); a BEIR folder searches its corpus",
+    )
     name: (
         Annotated[
             str,
             _bound(
                 lambda v: bool(MLFLOW_NAME.match(v)),
                 "{value!r} cannot name MLflow metrics (eval/<name>/...): use letters, digits and _ - . : / or spaces",
+                pattern=MLFLOW_NAME.pattern,
             ),
         ]
         | None
@@ -199,11 +256,13 @@ class EvalRef(_Section):
         return self.name or Path(self.path or self.hub or "validation").name
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
-        found = []
+        found = self.source_problems()
         if (self.path is not None) + (self.hub is not None) + (self.from_train is not None) != 1:
             found.append(("", "set exactly one of path, hub, or from_train (a validation set carved from training)"))
         if self.name is None and not MLFLOW_NAME.match(self.label):
             found.append(("name", f"the folder name {self.label!r} cannot name MLflow metrics; set a name"))
+        if self.corpus is not None and self.type != "retrieval":
+            found.append(("corpus", f"only retrieval evaluation searches a corpus; drop it for a {self.type} set"))
         return found
 
 
@@ -211,10 +270,12 @@ class LossSpec(_Section):
     """A loss by name with its parameters. `negatives`: train on mined hard negatives (true), on the
     pairs (false), or automatically (null: mined negatives only for a loss that cannot take pairs)."""
 
-    name: str = Field(description="a loss of `lossweep losses`")
+    name: LossName = Field(description="a loss of `lossweep losses`")
     params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, by name")
     base: LossSpec | None = Field(None, description="the wrapped loss of a modifier (MatryoshkaLoss...)")
-    negatives: Bool | None = None
+    negatives: Bool | None = Field(
+        None, description="train on mined hard negatives (true), on the pairs (false), or decide by the data (null)"
+    )
 
     def config(self) -> LossConfig:
         return LossConfig(self.name, dict(self.params), None if self.base is None else self.base.config())
@@ -228,23 +289,28 @@ class LossSpec(_Section):
         return [tuple(problem.split(": ", 1)) for problem in config_errors(self.config(), path="")]
 
 
+NonNegative = Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0", minimum=0)]
+
+
 class NegativesSpec(_Section):
     """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
     `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
 
     model: str | None = Field(None, description="the mining model; default: the spec's model")
-    num_negatives: Positive = 1
-    range_min: Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0
-    range_max: Positive | None = None
-    max_score: Float | None = None
-    absolute_margin: Float | None = None
-    relative_margin: Float | None = None
-    sampling_strategy: Literal["top", "random"] = "top"
+    num_negatives: Positive = Field(1, description="negatives per anchor")
+    range_min: NonNegative = Field(0, description="skip the top-ranked candidates (they are often unjudged positives)")
+    range_max: Positive | None = Field(None, description="take negatives among the top range_max candidates")
+    max_score: Float | None = Field(None, description="only candidates scoring below this similarity")
+    absolute_margin: Float | None = Field(None, description="negative score <= positive score - margin")
+    relative_margin: Float | None = Field(None, description="negative score <= positive score * (1 - margin)")
+    sampling_strategy: Literal["top", "random"] = Field(
+        "top", description="the best-ranked candidates that pass, or a random draw of them"
+    )
     shape: Literal["auto", "n-tuple", "triplets", "labeled-pairs"] = Field(
         "auto", description="auto: each loss gets the shape it takes"
     )
-    seed: Int = 0
-    batch_size: Positive = 64
+    seed: Int = Field(0, description="seeds sampling_strategy: random")
+    batch_size: Positive = Field(64, description="encoding batch size")
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
         if self.range_max is not None and self.range_min >= self.range_max:
@@ -261,48 +327,66 @@ class NegativesSpec(_Section):
         return []
 
 
-Steps = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive number of optimizer steps")]
-Memory = Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no budget")]
+Steps = Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive number of optimizer steps", minimum=1)]
+Memory = Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no budget", exclusiveMinimum=0)]
+PositiveFloat = Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0", exclusiveMinimum=0)]
 
 
 class TrainingSpec(_Section):
-    batch_size: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive global batch size")] = Field(
-        32, description="the global batch: every worker takes an equal share"
+    """The budget and the optimiser of one training run."""
+
+    batch_size: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be a positive global batch size", minimum=1)] = (
+        Field(32, description="the global batch: every worker takes an equal share")
     )
-    steps: Steps | None = None
-    epochs: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] | None = None
-    learning_rate: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] = 2e-5
-    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "linear"
-    warmup_ratio: Annotated[Float, _bound(lambda v: 0 <= v < 1, "{value} must be in [0, 1)")] = 0.1
-    weight_decay: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0.01
-    max_grad_norm: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no clipping")] | None = (
-        1.0
+    steps: Steps | None = Field(None, description="optimizer steps (set steps or epochs; sweeps need steps)")
+    epochs: PositiveFloat | None = Field(None, description="passes over the training data (instead of steps)")
+    learning_rate: PositiveFloat = Field(2e-5, description="the peak learning rate")
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "linear", description="the learning-rate schedule (transformers' get_scheduler)"
     )
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    warmup_ratio: Annotated[
+        Float, _bound(lambda v: 0 <= v < 1, "{value} must be in [0, 1)", minimum=0, exclusiveMaximum=1)
+    ] = Field(0.1, description="share of the steps spent warming up")
+    weight_decay: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0", minimum=0)] = Field(
+        0.01, description="AdamW's weight decay (not on biases and norms)"
+    )
+    max_grad_norm: (
+        Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0, or null for no clipping", exclusiveMinimum=0)]
+        | None
+    ) = Field(1.0, description="clip the gradient norm (null: no clipping)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (fp16 needs a GPU)")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd: an update linear in the gradient")
-    seed: Int = 42
-    log_every_steps: Positive = 10
+    seed: Int = Field(42, description="seeds the model's random parts, dropout and the batch order")
+    log_every_steps: Positive = Field(10, description="log train/loss and speed every N steps")
 
 
 class EvaluationSpec(_Section):
-    every_steps: Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0 (0: evaluate at the end only)")] = Field(
-        0, description="evaluate every N steps (0: at the end only)"
-    )
-    at_start: Bool = True
-    batch_size: Positive = 32
+    """When and how the eval sets are scored."""
+
+    every_steps: Annotated[
+        Int, _bound(lambda v: v >= 0, "{value} must be >= 0 (0: evaluate at the end only)", minimum=0)
+    ] = Field(0, description="evaluate every N steps (0: at the end only)")
+    at_start: Bool = Field(True, description="also score the model before the first step")
+    batch_size: Positive = Field(32, description="encoding batch size")
     dims: Sizes | None = Field(None, description="embedding sizes to score (Matryoshka truncation)")
-    distributed: Bool = True
+    distributed: Bool = Field(True, description="share the encoding across the workers of a trial")
     sets: tuple[str, ...] | None = Field(None, description="the eval sets this run scores, by name; null: all")
 
 
 class ResourcesSpec(_Section):
-    workers: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be at least 1")] = 1
-    cpus_per_worker: Annotated[Float, _bound(lambda v: v > 0, "{value} must be > 0")] = 1.0
-    gpus_per_worker: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0")] = 0.0
+    """What one trial takes: `workers` Ray Train workers, each with its CPUs, GPUs and memory."""
+
+    workers: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be at least 1", minimum=1)] = Field(
+        1, description="Ray Train workers per trial; in-batch negatives are gathered across them"
+    )
+    cpus_per_worker: PositiveFloat = Field(1.0, description="CPUs each worker reserves")
+    gpus_per_worker: Annotated[Float, _bound(lambda v: v >= 0, "{value} must be >= 0", minimum=0)] = Field(
+        0.0, description="GPUs each worker reserves (> 0: NCCL and the GPU)"
+    )
     max_failures: Annotated[
-        Int, _bound(lambda v: v >= -1, "{value}: use -1 (retry forever), 0 or a positive count")
+        Int, _bound(lambda v: v >= -1, "{value}: use -1 (retry forever), 0 or a positive count", minimum=-1)
     ] = Field(1, description="worker-group restarts per trial (-1: forever)")
-    memory_per_worker_gb: Memory | None = None
+    memory_per_worker_gb: Memory | None = Field(None, description="a worker that needs more fails alone")
     in_trial: Bool = Field(
         True,
         description="a 1-worker sweep trial trains in its Tune trial's process, reused by the next trial, "
@@ -318,17 +402,21 @@ class ResourcesSpec(_Section):
 
 
 class MLflowSpec(_Section):
-    tracking_uri: str | None = None
-    experiment: str = "lossweep"
+    """Where runs are tracked."""
+
+    tracking_uri: str | None = Field(
+        None, description="the MLflow store (the --tracking-uri flag and MLFLOW_TRACKING_URI come first)"
+    )
+    experiment: str = Field("lossweep", description="the MLflow experiment")
 
 
 class ParamRange(_Section):
     """A search range: `low`/`high` (with `log`) for numbers, or `choices`."""
 
-    low: Float | None = None
-    high: Float | None = None
-    log: Bool = False
-    choices: tuple[Any, ...] | None = None
+    low: Float | None = Field(None, description="the smallest value")
+    high: Float | None = Field(None, description="the largest value")
+    log: Bool = Field(False, description="draw uniformly on a log scale")
+    choices: tuple[Any, ...] | None = Field(None, description="the values to choose from (instead of low/high)")
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
         if self.choices is not None:
@@ -357,30 +445,36 @@ MINING_SEARCH = (
 # The tags of the discriminated unions below, which pydantic puts in error locations.
 UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec"}
 LossItem = Annotated[
-    Annotated[str, Tag("loss-name")] | Annotated[LossSpec, Tag("loss-spec")],
+    Annotated[LossName, Tag("loss-name")] | Annotated[LossSpec, Tag("loss-spec")],
     Discriminator(lambda v: "loss-name" if isinstance(v, str) else "loss-spec"),
 ]
 Losses = Annotated[
     Annotated[Literal["all"], Tag("all-losses")] | Annotated[tuple[LossItem, ...], Tag("loss-list")],
     Discriminator(lambda v: "all-losses" if isinstance(v, str) else "loss-list"),
 ]
+NUMERIC_KINDS = ("float", "int")
 
 
 class SweepSpec(_Section):
-    mode: Literal["search", "compare"] = "search"
+    """The search (`search`: the loss is one more categorical) or the fair shoot-out (`compare`: one
+    study per loss, the same budget each, then fresh seeds of each loss's best configuration)."""
+
+    mode: Literal["search", "compare"] = Field("search", description="search, or compare (one study per loss)")
     select_on: str | None = Field(None, description="the eval set that drives the search; default: the first")
     losses: Losses = Field("all", description="all losses that fit the data, or a list of names or loss specs")
     params: dict[str, dict[str, ParamRange]] = Field(default_factory=dict, description="per loss: param -> range")
     shared: dict[str, ParamRange] = Field(default_factory=dict, description=f"ranges of {', '.join(SHARED_SEARCH)}")
-    trials: Positive = 8
+    trials: Positive = Field(8, description="trials of the search (compare: per loss)")
     seeds: Positive = Field(3, description="compare: fresh-seed re-trainings of each loss's chosen configuration")
-    max_concurrent: Positive = 1
+    max_concurrent: Positive = Field(1, description="trials running at once")
     metric: str | None = Field(None, description="the selection metric; default: the selection set's headline")
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_steps: Positive | None = None
-    reduction_factor: Annotated[Int, _bound(lambda v: v >= 2, "{value} must be >= 2")] = 2
-    seed: Int = 0
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's TPE, random draws, or a grid")
+    scheduler: Literal["asha", "none"] = Field("asha", description="ASHA stops hopeless trials early; none")
+    grace_steps: Positive | None = Field(None, description="ASHA's first decision; default: evaluation.every_steps")
+    reduction_factor: Annotated[Int, _bound(lambda v: v >= 2, "{value} must be >= 2", minimum=2)] = Field(
+        2, description="ASHA keeps 1 in reduction_factor trials at each rung"
+    )
+    seed: Int = Field(0, description="seeds the sampler")
     negatives: dict[str, ParamRange] = Field(default_factory=dict, description="mining knobs searched, over choices")
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
@@ -400,15 +494,17 @@ class SweepSpec(_Section):
                 continue
             if names and loss not in names:
                 found.append((f"params.{loss}", f"{loss} is not among sweep.losses {names}"))
-            known = {p.name for p in LOSSES[loss].params}
+            known = {p.name: p for p in LOSSES[loss].params}
             fixed = self._fixed_params(loss)
-            for param in ranges:
+            for param, rng in ranges.items():
+                where = f"params.{loss}.{param}"
                 if param not in known:
                     valid = sorted(known)
-                    found.append((f"params.{loss}.{param}", f"{loss} has no parameter {param!r}; valid: {valid}"))
+                    found.append((where, f"{loss} has no parameter {param!r}; valid: {valid}"))
                 elif param in fixed:
-                    where = f"fixed to {fixed[param]!r} by sweep.losses"
-                    found.append((f"params.{loss}.{param}", f"{where}; search it or fix it, not both"))
+                    found.append((where, f"fixed to {fixed[param]!r} by sweep.losses; search it or fix it, not both"))
+                else:
+                    found += [(where, problem) for problem in _range_problems(known[param], rng)]
         return found
 
     def _fixed_params(self, loss: str) -> dict[str, Any]:
@@ -417,11 +513,21 @@ class SweepSpec(_Section):
         return next((dict(item.params) for item in listed if not isinstance(item, str) and item.name == loss), {})
 
     def _shared(self) -> list[tuple[str, str]]:
-        return [
-            (f"shared.{param}", f"cannot be searched; shared parameters are {list(SHARED_SEARCH)}")
-            for param in self.shared
-            if param not in SHARED_SEARCH
-        ]
+        found = []
+        for param, rng in self.shared.items():
+            if param not in SHARED_SEARCH:
+                found.append((f"shared.{param}", f"cannot be searched; shared parameters are {list(SHARED_SEARCH)}"))
+                continue
+            field = TrainingSpec.model_fields.get(param) or Spec.model_fields[param]
+            values = rng.choices if rng.choices is not None else (rng.low, rng.high)
+            if param == "batch_size" and rng.choices is None:
+                values = tuple(int(v) if v is not None and float(v).is_integer() else v for v in values)
+            for value in values:
+                problem = _field_problem(field, value)
+                if problem:
+                    found.append((f"shared.{param}", f"cannot search {value!r}: {problem}"))
+                    break
+        return found
 
     def _mining(self) -> list[tuple[str, str]]:
         found = []
@@ -445,27 +551,61 @@ class SweepSpec(_Section):
         return [item if isinstance(item, str) else item.name for item in self.losses]
 
 
+def _range_problems(param: Param, rng: ParamRange) -> list[str]:
+    """A searched range the parameter cannot take: a numeric range on a choice, or values it refuses."""
+    if rng.choices is None and param.kind not in NUMERIC_KINDS:
+        options = list(param.allowed or param.search or ())
+        example = f" e.g. {{choices: {options}}}" if options else ""
+        return [f"{param.name} is a {param.kind} parameter, not a number: search it over choices,{example}"]
+    values = rng.choices if rng.choices is not None else (rng.low, rng.high)
+    for value in values:
+        if param.kind == "int" and rng.choices is None and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        problem = param.error(param.normalise(value))
+        if problem:
+            return [f"{value!r} cannot be searched: {problem}"]
+    return []
+
+
+def _field_problem(field: Any, value: Any) -> str | None:
+    """Why `value` fails a spec field's own checks, or None."""
+    try:
+        TypeAdapter(_annotation(field)).validate_python(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        return str(cause) if cause is not None else first["msg"]
+    return None
+
+
+def _annotation(field: Any) -> Any:
+    """A model field's type with its checks (pydantic keeps them apart, in `metadata`)."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
 class Spec(_Section):
     """An experiment: one trial (`lossweep train`) or, with a `sweep` section, a search or a compare."""
 
     name: str = Field(description="the experiment's name: the sweep's MLflow parent run, its output folder")
-    train: DataRef
-    loss: LossSpec
-    version: Int = SPEC_VERSION
-    description: str | None = None
-    data_dir: str | None = Field(None, description="where data paths start; default $LOSSWEEP_DATA_DIR")
+    train: DataRef = Field(description="the training data")
+    loss: LossSpec = Field(description="the loss (a sweep's default; the sweep picks among sweep.losses)")
+    version: Int = Field(SPEC_VERSION, description="the spec format's version")
+    description: str | None = Field(None, description="free text, kept with the runs")
+    data_dir: str | None = Field(
+        None, description="where relative data paths start; default $LOSSWEEP_DATA_DIR, else ../shared/data"
+    )
     model: str = Field("minilm", description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
-    max_seq_length: Int | None = None
+    max_seq_length: Positive | None = Field(None, description="cut inputs at this many tokens (default: the model's)")
     teacher: str | None = Field(None, description="a model whose scores or embeddings distillation losses learn")
-    negatives: NegativesSpec | None = None
-    eval: tuple[EvalRef, ...] = ()
+    negatives: NegativesSpec | None = Field(None, description="hard negatives mined for (anchor, positive) pairs")
+    eval: tuple[EvalRef, ...] = Field((), description="the eval sets: the first (or sweep.select_on) selects")
     matryoshka_dims: Sizes | None = Field(None, description="wrap the loss in MatryoshkaLoss at these dims")
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
-    output_dir: str = Field("lossweep-runs", description="checkpoints, sweep state and mined negatives")
-    sweep: SweepSpec | None = None
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="budget and optimiser")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="when and how to evaluate")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="workers and their resources")
+    mlflow: MLflowSpec = Field(default_factory=MLflowSpec, description="where runs are tracked")
+    output_dir: str = Field("lossweep-runs", description="checkpoints, sweep state and mined negatives (or a URI)")
+    sweep: SweepSpec | None = Field(None, description="a search or a compare; without it, one training run")
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, json_schema_extra={"title": "lossweep experiment spec (version 1)"}
@@ -514,8 +654,9 @@ class Spec(_Section):
     def hash(self) -> str:
         """A stable hash of what the spec asks for (MLflow tag `lossweep.spec_hash`). Where files live
         (data_dir, output_dir, the tracking URI) is left out: the same sweep resumed from another folder,
-        machine or `ray job submit` copy has the same hash; the data is identified by its fingerprint."""
-        data = self.to_dict()
+        machine or `ray job submit` copy has the same hash; the data is identified by its fingerprint.
+        Fields left at their defaults are left out too, so a spec keeps its hash when a field is added."""
+        data = self.model_dump(mode="json", exclude_defaults=True)  # a field added later changes no hash
         for where in ("data_dir", "output_dir"):
             data.pop(where, None)
         data.get("mlflow", {}).pop("tracking_uri", None)
@@ -563,7 +704,7 @@ def _precision_and_gpus(spec: Spec) -> list[str]:
 
 def _loss_and_data_steps(spec: Spec) -> list[str]:
     found, loss = [], spec.loss
-    if spec.matryoshka_dims and loss.name in ("MatryoshkaLoss", "Matryoshka2dLoss"):
+    if spec.matryoshka_dims and loss.name in LOSSES and LOSSES[loss.name].truncates:
         found.append(f"matryoshka_dims: the loss is already {loss.name}; set its dims in loss.params instead")
     if loss.negatives and spec.negatives is None:
         found.append("loss.negatives: true needs mined negatives: add a negatives section (e.g. `negatives: {}`)")
@@ -676,13 +817,34 @@ class SpecError(ValueError):
         super().__init__(f"{source}: {count}\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one
+    silently, so a second `training:` section would erase the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {seen[key] + 1}); keep one", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path | str) -> Any:
-    """Parse a YAML file safely: plain data only, errors name the file and line."""
+    """Parse a YAML file safely: plain data only, each key once, errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(str(path), [f"file not found (looked in {path.resolve().parent})"])
+        where = "it is a folder" if path.is_dir() else f"looked in {path.resolve().parent}"
+        raise SpecError(str(path), [f"file not found ({where})"])
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            str(path), [f"not a text file ({error.reason} at byte {error.start}); a spec is YAML"]
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -734,7 +896,7 @@ def _lenient(cls: type[_Section], data: Any, loc: list) -> tuple[_Section | None
             values[name] = None if field.is_required() else field.get_default(call_default_factory=True)
             continue
         try:
-            values[name] = TypeAdapter(field.annotation).validate_python(data[name])
+            values[name] = TypeAdapter(_annotation(field)).validate_python(data[name])
         except ValidationError:
             members = [m for m in _members(field.annotation) if m is not type(None)]
             section = members[0] if len(members) == 1 and isinstance(members[0], type) else None

@@ -148,30 +148,54 @@ class DataInput:
 GIT_COMMIT_ENV, GIT_DIRTY_ENV = "LOSSWEEP_GIT_COMMIT", "LOSSWEEP_GIT_DIRTY"
 
 
+def source_commit() -> tuple[str, bool]:
+    """(commit, dirty) of the checkout lossweep's own code runs from (an editable install); ('unknown',
+    False) for an installed copy, even one inside some other git repository."""
+    here = Path(__file__).resolve()
+    try:
+        subprocess.run(
+            ["git", "ls-files", "--error-unmatch", here.name],
+            cwd=here.parent,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return git_commit(here.parent)
+
+
 @dataclass(frozen=True)
 class Provenance:
-    """Where a command's runs came from: the checkout it was started in (commit, uncommitted changes)
-    and the package versions. Read once on the driver and handed to every run it creates, wherever
-    that run is created (a Tune trial actor runs in Ray's own folder, not in the checkout)."""
+    """Where a command's runs came from: the checkout it was started in (commit, uncommitted changes),
+    the checkout of lossweep's own code when it runs from one, and the package versions. Read once on
+    the driver and handed to every run it creates, wherever that run is created (a Tune trial actor
+    runs in Ray's own folder, not in the checkout)."""
 
     commit: str
     dirty: bool
     versions: dict[str, str]
+    source: str = "unknown"  # lossweep's own commit
+    source_dirty: bool = False
 
     @classmethod
     def here(cls) -> Provenance:
         """This process's: LOSSWEEP_GIT_COMMIT / LOSSWEEP_GIT_DIRTY when set (a job whose working-dir
-        copy left `.git` out passes them), else the git checkout of the working directory."""
+        copy left `.git` out passes them), else the git checkout of the working directory; and the
+        checkout lossweep's code is installed from."""
         commit, dirty = os.environ.get(GIT_COMMIT_ENV), os.environ.get(GIT_DIRTY_ENV, "false").lower() == "true"
         if not commit:
             commit, dirty = git_commit()
-        return cls(commit, dirty, package_versions())
+        source, source_dirty = source_commit()
+        return cls(commit, dirty, package_versions(), source, source_dirty)
 
     def tags(self, spec_hash: str, data_fingerprint: str) -> dict[str, str]:
         tags = {
-            "mlflow.source.git.commit": self.commit,
+            "mlflow.source.git.commit": self.commit if self.commit != "unknown" else self.source,
             Tag.GIT_COMMIT: self.commit,
             Tag.GIT_DIRTY: str(self.dirty).lower(),
+            Tag.SOURCE_COMMIT: self.source,
+            Tag.SOURCE_DIRTY: str(self.source_dirty).lower(),
             Tag.SPEC_HASH: spec_hash,
             Tag.DATA_FINGERPRINT: data_fingerprint,
         }

@@ -83,14 +83,14 @@ def train(
     """`lossweep train`: one trial of the spec, end to end. `watch(tracking_uri, run_id)` is entered
     while it trains (a progress display)."""
     loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded["train"])
+    spec = complete_loss(resolve_paths(spec), loaded.train)
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     preflight(spec, source, uri)
-    if uses_negatives(spec, loaded["train"].features):
+    if uses_negatives(spec, loaded.train.features):
         mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
     tracker = Tracker(uri)
     run_id = start_trial_run(
-        spec, tracker, fingerprint(loaded["train"]), Provenance.here(), inputs=data_inputs(spec, loaded), tags=tags
+        spec, tracker, fingerprint(loaded.train), Provenance.here(), inputs=data_inputs(spec, loaded), tags=tags
     )
     try:
         with (watch or _unwatched)(uri, run_id):

@@ -214,8 +214,8 @@ def test_export_writes_a_loadable_model_with_a_card_and_logs_it_to_mlflow(submit
             capture_output=True,
             text=True,
         ).returncode
-        == 1
-    )  # never overwrites a folder
+        == 2
+    )  # never overwrites a folder: refused
 
 
 @pytest.mark.slow

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+
+import pytest
+import yaml
 
 from lossweep.sweep.cli import main
 
@@ -17,13 +21,17 @@ def test_losses_lists_the_catalogue_as_json(capsys):
 
 
 def test_losses_with_data_says_what_fits_and_why_not(data_dir):
+    # A relative path lies under the data folder, as in specs; the table gives each reason whole.
     result = subprocess.run(
-        ["lossweep", "losses", "--data", str(data_dir / "stsbenchmark"), "--split", "dev"],
+        ["lossweep", "losses", "--data", "stsbenchmark", "--split", "dev"],
         capture_output=True,
         text=True,
         check=True,
+        env=os.environ | {"LOSSWEEP_DATA_DIR": str(data_dir), "COLUMNS": "250"},
     )
-    assert "3 losses fit" in result.stdout and "CoSENTLoss" in result.stdout
+    assert "3 losses fit stsbenchmark" in result.stdout and "CoSENTLoss" in result.stdout
+    cells = " ".join(line.strip("│ ") for line in result.stdout.splitlines())
+    assert "no: it takes no label, but the dataset has label column" in " ".join(cells.split())
     rows = json.loads(
         subprocess.run(
             ["lossweep", "losses", "--json", "--data", str(data_dir / "stsbenchmark")],
@@ -41,3 +49,37 @@ def test_losses_with_missing_data_fails_with_the_path(tmp_path):
     result = subprocess.run(["lossweep", "losses", "--data", str(tmp_path / "none")], capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{tmp_path / 'none'}: no such file or folder" in result.stderr
+
+
+def help_of(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_names_the_exit_statuses_and_ray_address(capsys):
+    for command in ("train", "sweep"):
+        text = help_of(command, capsys)
+        assert "RAY_ADDRESS" in text and "2 a spec, file, id or argument was refused" in text
+    for command in ("validate", "negatives", "report", "reproduce", "export", "train", "sweep"):
+        assert "--tracking-uri" in help_of(command, capsys), command
+
+
+def test_validate_prints_one_line_and_no_loading_noise(data_dir, tmp_path, tiny_model_path):
+    rows = "".join(f"question {i},answer {i}\n" for i in range(40))
+    (tmp_path / "pairs.csv").write_text("question,answer\n" + rows)
+    spec = {
+        "name": "quiet",
+        "model": tiny_model_path,
+        "train": {"path": str(tmp_path / "pairs.csv"), "columns": {"question": "anchor", "answer": "positive"}},
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 2, "steps": 1},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run(["lossweep", "validate", str(tmp_path / "spec.yaml")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        f"{tmp_path / 'spec.yaml'}: valid (MultipleNegativesRankingLoss, 40 training rows)"
+    ]
+    assert done.stderr == ""  # no "Generating train split", no progress bars

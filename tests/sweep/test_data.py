@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import pytest
 
 from lossweep.sweep import data as d
@@ -55,3 +56,72 @@ def test_unsupervised_views_are_seeded(data_dir):
     assert d.denoising_view(texts, seed=3)["damaged"] == d.denoising_view(texts, seed=3)["damaged"]
     assert d.fingerprint(ct) == d.fingerprint(d.contrastive_tension_view(texts, seed=3))
     assert d.fingerprint(ct) != d.fingerprint(d.contrastive_tension_view(texts, seed=4))
+
+
+def test_rows_of_pairs_become_a_retrieval_set_with_grades_and_distractors():
+    rows = datasets.Dataset.from_dict(
+        {
+            "anchor": ["what lifts a wing", "what lifts a wing", "what is drag", "what is drag"],
+            "positive": ["lift", "pressure", "drag", "lift"],
+            "negative": ["noise", "noise", "heat", "mass"],
+            "label": [2, 1, 1, 0],  # a grade; 0: judged not relevant, kept in the corpus
+        }
+    )
+    data = d.rows_retrieval(rows, documents=["drag", "a training document"])
+    assert data.queries == {"q1": "what lifts a wing", "q2": "what is drag"}
+    assert data.corpus == {
+        "d1": "lift",
+        "d2": "noise",
+        "d3": "pressure",
+        "d4": "drag",
+        "d5": "heat",
+        "d6": "mass",
+        "d7": "a training document",  # a distractor; "drag" is there already
+    }
+    assert data.qrels == {"q1": {"d1": 2, "d3": 1}, "q2": {"d4": 1}}
+    assert data.graded
+    plain = d.rows_retrieval(rows.remove_columns(["label", "negative"]))
+    assert not plain.graded and plain.qrels == {"q1": {"d1": 1, "d2": 1}, "q2": {"d3": 1, "d1": 1}}
+
+
+def test_rows_that_cannot_be_judged_as_retrieval_say_why():
+    scored = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "score": [0.37]})
+    with pytest.raises(d.DataError, match=r"label 'score' holds 0.37; retrieval reads it as a relevance grade"):
+        d.rows_retrieval(scored, source="pairs.csv")
+    single = datasets.Dataset.from_dict({"text": ["a"], "label": [1]})
+    with pytest.raises(d.DataError, match="needs \\(query, document\\) pairs, found columns \\['text', 'label'\\]"):
+        d.rows_retrieval(single)
+    empty = datasets.Dataset.from_dict({"anchor": ["a", "b"], "positive": ["x", " "]})
+    with pytest.raises(d.DataError, match="column 'positive' has 1 empty texts"):
+        d.rows_retrieval(empty)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "the file is empty; it needs a header and rows"),
+        ("anchor,positive\n", "no rows, only a header; add rows"),
+        ('anchor,positive\n"unclosed,quote\nx,y,z,w\n', "cannot be read as csv"),
+    ],
+    ids=["empty", "header only", "malformed"],
+)
+def test_a_broken_file_is_one_clear_error(tmp_path, content, expected):
+    path = tmp_path / "rows.csv"
+    path.write_text(content)
+    with pytest.raises(d.DataError, match=expected) as caught:
+        d.load_local(path)
+    assert str(path) in str(caught.value)
+
+
+def test_relative_paths_lie_under_data_dir_and_a_miss_says_where_it_looked(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pairs.csv").write_text("anchor,positive\na,b\n")
+    (tmp_path / "here.csv").write_text("anchor,positive\na,b\n")
+    monkeypatch.chdir(tmp_path)
+    assert d.locate("pairs.csv", tmp_path / "data") == tmp_path / "data" / "pairs.csv"
+    assert d.locate(str(tmp_path / "here.csv"), tmp_path / "data") == tmp_path / "here.csv"
+    with pytest.raises(d.DataError) as caught:
+        d.locate("here.csv", tmp_path / "data", "$LOSSWEEP_DATA_DIR")
+    message = str(caught.value)
+    assert f"under data_dir {tmp_path / 'data'} ($LOSSWEEP_DATA_DIR)" in message
+    assert f"there is a here.csv in the current folder: give its absolute path ({tmp_path / 'here.csv'})" in message

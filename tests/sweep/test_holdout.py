@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from lossweep.sweep import data as d
@@ -79,3 +81,58 @@ def test_carving_too_much_is_refused_with_the_fix(data_dir):
     spec = cranfield_spec(data_dir, size=150)
     with pytest.raises(d.DataError, match="150 held-out queries would leave no training query of 150; hold out fewer"):
         load_eval(spec.eval[0], spec)
+
+
+def test_no_held_out_anchor_of_a_pairs_file_reaches_the_trainer(data_dir, tmp_path):
+    # Given a CSV of (question, answer) pairs, several answers per question, and 40 questions carved out
+    pairs = d.beir_pairs(data_dir / "scifact", "train")
+    path = tmp_path / "pairs.csv"
+    pairs.rename_columns({"anchor": "question", "positive": "answer"}).to_csv(str(path), index=False)
+    spec = parse_spec(
+        {
+            "name": "pairs-holdout",
+            "train": {"path": str(path), "columns": {"question": "anchor", "answer": "positive"}},
+            "eval": [{"type": "retrieval", "from_train": {"size": 40, "seed": 0}, "name": "val"}],
+            "loss": {"name": "MultipleNegativesRankingLoss"},
+            "training": {"batch_size": 16, "steps": 10},
+        }
+    )
+    validation = load_eval(spec.eval[0], spec).retrieval
+    held_out = set(validation.queries.values())
+    # Then the held-out questions are whole anchors with all their answers judged, searching every answer
+    assert len(held_out) == 40 and held_out <= set(pairs["anchor"])
+    answers = {q: {validation.corpus[doc] for doc in docs} for q, docs in validation.qrels.items()}
+    for query_id, text in validation.queries.items():
+        assert answers[query_id] == {p for a, p in zip(pairs["anchor"], pairs["positive"], strict=True) if a == text}
+    assert set(validation.corpus.values()) == set(pairs["positive"])
+    # And none of their pairs is trained on, in any global batch
+    trained = train_dataset(spec)
+    assert not held_out & set(trained["anchor"])
+    assert len(trained) == len(pairs) - sum(len(docs) for docs in validation.qrels.values())
+    for step, batch in batches(trained, 16, "no_duplicates", seed=0):
+        assert not held_out & set(trained.select(batch)["anchor"])
+        if step == 100:
+            break
+    assert load_eval(spec.eval[0], spec).retrieval.queries == validation.queries  # seeded
+
+
+def test_class_labelled_texts_are_held_out_in_proportion_to_each_class(data_dir):
+    spec = parse_spec(
+        {
+            "name": "classes-holdout",
+            "data_dir": str(data_dir),
+            "train": {"path": "banking77", "split": "train"},
+            "eval": [{"type": "classes", "from_train": {"size": 770, "seed": 1}, "name": "b77-val"}],
+            "loss": {"name": "BatchHardTripletLoss"},
+            "training": {"batch_size": 16, "steps": 10},
+        }
+    )
+    train = d.banking77(data_dir / "banking77", "train")
+    held_out = load_eval(spec.eval[0], spec).rows
+    assert len(held_out) == 770
+    counts, totals = Counter(held_out["label"]), Counter(train["label"])
+    for label, total in totals.items():  # 770 of 10,003: each class by its share, rounded
+        assert abs(counts[label] - 770 * total / len(train)) < 1
+    trained = train_dataset(spec)
+    assert len(trained) == len(train) - 770 and not set(held_out["text"]) & set(trained["text"])
+    assert load_eval(spec.eval[0], spec).rows["text"] == held_out["text"]  # seeded

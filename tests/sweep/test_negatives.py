@@ -145,6 +145,8 @@ def test_mined_once_then_every_trial_reads_the_cache(ray_local, data_dir, tiny_m
     first = subprocess.run(["lossweep", "negatives", str(path)], capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count(": mined in") == 2 and "found in the cache" not in first.stdout
+    assert "Batches" not in first.stdout + first.stderr and "(_mine pid=" not in first.stdout + first.stderr
+    assert "logs of Ray and the workers:" in first.stdout  # Ray's output went to the log file
     caches = sorted((tmp_path / "runs" / "negatives").iterdir())
     written = {c.name: (c / "mined.parquet").stat().st_mtime_ns for c in caches}
 

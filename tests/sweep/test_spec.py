@@ -14,6 +14,7 @@ import yaml
 import lossweep.sweep.preflight as preflight
 import lossweep.sweep.tasks as tasks
 import lossweep.sweep.trial as trainer
+from lossweep.losses import LOSSES
 from lossweep.sweep.inputs import validate
 from lossweep.sweep.spec import SpecError, json_schema, load_spec, parse_spec
 
@@ -102,7 +103,7 @@ def errors_of(monkeypatch, tmp_path):
 
 
 def test_the_good_spec_is_valid(good):
-    assert len(validate(parse_spec(good))["train"]) == 1003
+    assert len(validate(parse_spec(good)).train) == 1003
 
 
 BAD_SPECS = {
@@ -120,7 +121,7 @@ BAD_SPECS = {
     ),
     "missing data folder": (
         lambda s: s["train"].update(path="cranfeld"),
-        "cranfeld: no such file or folder (set LOSSWEEP_DATA_DIR or the spec's data_dir",
+        "train: cranfeld: no such file or folder under data_dir",
     ),
     "batch not divisible by workers": (
         lambda s: s["training"].update(batch_size=9),
@@ -162,9 +163,10 @@ BAD_SPECS = {
         lambda s: s["training"].update(precision="fp16"),
         "training.precision: fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32",
     ),
-    "retrieval evaluation on a non-BEIR folder": (
+    "retrieval evaluation on scored pairs": (
         lambda s: s["eval"][0].update(path="stsbenchmark"),
-        "stsbenchmark: retrieval evaluation needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)",
+        "label 'score' holds 0.5; retrieval reads it as a relevance grade (0 = not relevant, 1, 2... = relevant): "
+        "use whole numbers >= 0, or judge similarity scores with type: sts",
     ),
     "missing required field": (
         lambda s: s.pop("loss"),
@@ -248,12 +250,16 @@ BAD_SPECS = {
         "sweep.shared.batch_size.low: 7 is not a multiple of resources.workers=2; batch sizes are drawn from low in "
         "steps of 2",
     ),
-    "a retrieval set carved from pairs that are not BEIR": (
+    "a retrieval set carved from scored pairs": (
         lambda s: (
-            s.update(train={"path": "snli", "split": "dev", "view": "pairs"}),
+            s.update(train={"path": "stsbenchmark", "split": "dev"}, loss={"name": "CoSENTLoss"}),
             s["eval"].append({"type": "retrieval", "from_train": {"size": 10}, "name": "val"}),
         ),
-        "eval[1]: from_train: retrieval validation is carved from BEIR training data",
+        "eval[1]: from_train: label 'score' holds",
+    ),
+    "a corpus choice on a BEIR folder": (
+        lambda s: s["eval"][0].update(corpus="own"),
+        "eval[0]: corpus: 'own' is for retrieval from pairs; a BEIR folder searches its corpus",
     ),
 }
 
@@ -284,7 +290,7 @@ def test_cli_validate_exit_codes(good, tmp_path):
     good["training"]["batch_size"] = 9
     path.write_text(yaml.safe_dump(good))
     bad = subprocess.run(["lossweep", "validate", str(path)], capture_output=True, text=True)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # refused; 1 is kept for a run that failed
     assert f"{path}: 1 error" in bad.stderr and "training.batch_size: 9 is not divisible" in bad.stderr
 
 
@@ -294,3 +300,44 @@ def test_yaml_is_read_safely(tmp_path):
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_schema_describes_every_field_names_the_losses_and_bounds_the_numbers():
+    schema = json_schema()
+    sections = {"Spec": schema} | schema["$defs"]
+    undescribed = [
+        f"{name}.{key}"
+        for name, section in sections.items()
+        for key, field in section.get("properties", {}).items()
+        if "description" not in field
+    ]
+    assert not undescribed
+    assert schema["$defs"]["LossSpec"]["properties"]["name"]["enum"] == list(LOSSES)
+    validator = jsonschema.Draft202012Validator(schema)
+    base = {"name": "x", "train": {"path": "p"}, "loss": {"name": "MultipleNegativesRankingLoss"}}
+    for bad, field in [
+        ({"training": {"steps": -5}}, "steps"),
+        ({"resources": {"workers": 0}}, "workers"),
+        ({"training": {"learning_rate": 0}}, "learning_rate"),
+        ({"training": {"warmup_ratio": 1.0}}, "warmup_ratio"),
+        ({"loss": {"name": "TripletLos"}}, "name"),
+        ({"eval": [{"type": "retrieval", "path": "p", "name": "a (b)"}]}, "name"),
+    ]:
+        errors = list(validator.iter_errors(base | bad))
+        assert errors and any(field in list(e.absolute_path) for e in errors), bad
+    assert not list(validator.iter_errors(base | {"training": {"steps": 5}, "resources": {"workers": 2}}))
+
+
+def test_a_spec_keeps_its_hash_when_fields_are_added_with_their_defaults(good):
+    spec = parse_spec(good)
+    explicit = parse_spec(good | {"train": good["train"] | {"columns": {}, "encode_labels": False}})
+    assert spec.hash() == explicit.hash()
+    assert spec.hash() != parse_spec(good | {"training": good["training"] | {"steps": 3}}).hash()
+
+
+def test_readme_lists_every_spec_field():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    fields = readme.split("### Spec fields", 1)[1].split("\n## ", 1)[0]
+    schema = json_schema()
+    names = {key for section in [schema, *schema["$defs"].values()] for key in section.get("properties", {})}
+    assert sorted(name for name in names if f"`{name}`" not in fields and f"{name}:" not in fields) == []

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from lossweep.sweep.protocol import SWEEP_ROLE, Tag, TrialState
 from lossweep.sweep.report import SweepNotFound, find_sweep
 from lossweep.sweep.runs import LOST_NOTE, close_run, delete_lost_runs
-from lossweep.sweep.tracking import RunNotFound, Tracker
+from lossweep.sweep.tracking import Provenance, RunNotFound, Tracker
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_sweeps_are_found_by_name_or_id_prefix(store):
 def test_an_unknown_id_is_a_one_line_error_for_every_command(store, command, tmp_path):
     tracker = store[0]
     done = subprocess.run(["lossweep", *command, "--tracking-uri", tracker.uri], capture_output=True, text=True)
-    assert done.returncode == 1
+    assert done.returncode == 2  # refused
     assert done.stderr.startswith("error: no ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
 
@@ -70,3 +71,16 @@ def test_runs_a_finished_phase_left_open_are_deleted_with_a_note_and_closed_ones
     assert lost.info.lifecycle_stage == "deleted" and lost.info.status == "KILLED"
     assert lost.data.tags["mlflow.note.content"] == LOST_NOTE
     assert tracker.client.get_run(trials[1]).info.status == "FAILED"
+
+
+def test_provenance_names_lossweep_s_own_checkout_outside_a_git_folder(tmp_path, monkeypatch):
+    # A sweep started from a folder that is not a git checkout still records the code that ran.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOSSWEEP_GIT_COMMIT", raising=False)
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    tags = Provenance.here().tags("spec", "data")
+    assert tags[Tag.GIT_COMMIT] == "unknown"  # the experiment folder's
+    assert tags[Tag.SOURCE_COMMIT] == head and tags["mlflow.source.git.commit"] == head
+    assert tags[Tag.SOURCE_DIRTY] in ("true", "false")
+    assert tags[f"{Tag.VERSION}lossweep"] != "not installed"
