@@ -126,6 +126,14 @@ def print_leaderboard(board, console: Console | None = None) -> None:
         for record in records:
             table.add_row(*(escape(cell) for cell in record))  # a value such as [query_to_doc] is not markup
         console.print(table)
+    if board.budgets:
+        columns, records = board.budget_table()
+        table = Table(title="the verdict at each budget (no decision read these)")
+        for column in columns:
+            table.add_column(escape(column), overflow="fold")
+        for record in records:
+            table.add_row(*(escape(cell) for cell in record))
+        console.print(table)
     if board.test:
         console.print(f"test: {board.test}", markup=False, highlight=False)
     console.print(board.verdict, markup=False, highlight=False)

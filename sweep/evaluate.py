@@ -35,6 +35,11 @@ from .metrics import METRICS, RETRIEVAL_METRICS, metric_name
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
 
+def per_query_artifact(step: int | None = None) -> str:
+    """Where a run keeps its per-item values: the final ones, or those of an earlier step (budgets)."""
+    return PER_QUERY_ARTIFACT if step is None else f"per_query/step_{step:07d}.json"
+
+
 @dataclass
 class EvalResult:
     """Metrics by name; for metrics that are means over items (queries, triplets), the value of each

@@ -34,6 +34,17 @@ class Budget:
 
 
 @dataclass
+class Judged:
+    """One loss on one verdict or guard set: its score, per seed, and its differences to the selected
+    loss and to the untrained model (p-values Holm-adjusted within the set's family)."""
+
+    score: Interval | None = None
+    seeds: dict[int, float] = field(default_factory=dict)
+    vs_selected: Interval | None = None
+    vs_baseline: Interval | None = None
+
+
+@dataclass
 class Row:
     """One loss: how it was chosen (selection set), how it did (verdict set), what it cost."""
 
@@ -49,6 +60,10 @@ class Row:
     verdict: Budget = field(default_factory=Budget)  # the seed runs of a compare
     best_run_id: str | None = None
     selected: bool = False
+    judged: dict[str, Judged] = field(default_factory=dict)  # every verdict and guard set, by metric
+    best_trial: float | None = None  # rescored: its best single tuning trial's score (what it would show)
+    decisions: dict[str, str] = field(default_factory=dict)  # adaptive seeds: family -> the rule's state
+    stopped: str = ""  # adaptive seeds: why its seed runs stopped where they did
 
     @property
     def mean(self) -> float:
@@ -71,6 +86,14 @@ class Leaderboard:
     runs: list = field(default_factory=list, repr=False)
     importances: dict[str, dict[str, float]] = field(default_factory=dict)  # loss -> param -> fANOVA share
     studies: dict = field(default_factory=dict, repr=False)  # loss -> the Optuna study rebuilt from its trials
+    verdict_metrics: list[str] = field(default_factory=list)  # every verdict set's metric, the first above
+    guard_metrics: list[str] = field(default_factory=list)
+    detectable: dict[str, float] = field(default_factory=dict)  # family -> planned / realised, first set
+    adaptive: tuple[int, int] | None = None  # (min, max) seeds when they were adaptive
+    rescored: bool = False  # selection scores are means over rescore runs
+    budgets: dict[int, dict[str, Judged]] = field(default_factory=dict)  # step -> loss -> the first verdict set
+    budget_cost: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> loss -> worker-s per seed run
+    kendall: list[tuple[int, int, float]] = field(default_factory=list)  # consecutive budgets' rank agreement
 
     @property
     def best(self) -> Row | None:
@@ -82,29 +105,64 @@ class Leaderboard:
         used, and its configuration) or `all` (both, as in the CSV and Markdown files)."""
         judged = f"verdict {short(self.verdict_metric)}" if self.verdict_metric else None
         compare = self.mode == "compare"
-        verdict = [f"selection {short(self.metric)}"]
+        verdict = [f"selection {short(self.metric)}"] + (["best single trial"] if self.rescored else [])
         if compare:
             verdict += [f"{judged} [95% CI]", "vs selected [95% CI]", "p (Holm)", "vs untrained [95% CI]", "p (Holm)"]
             verdict += ["seeds"]
         elif judged:
             verdict += [f"{judged} [95% CI]", "vs untrained [95% CI]", "p"]
+        for metric in self.verdict_metrics[1:]:
+            verdict += [f"{metric.split('/', 1)[1]} [95% CI]"]
+        for metric in self.guard_metrics:
+            verdict += [f"guard {metric.split('/', 1)[1]}: vs untrained [95% CI]", "p (Holm)"]
         budget = ["trials done/pruned/failed", "trial-steps", "samples", "wall", "worker-s", "configuration"]
+        budget += ["seeds: why they stopped"] if self.adaptive else []
         columns = ["rank", "loss"] + (verdict if part != "budget" else []) + (budget if part != "verdict" else [])
         records = []
         rows = list(self.rows) + ([self.baseline] if self.baseline else [])
         for rank, row in enumerate(rows, start=1):
             is_base = row is self.baseline
-            scores = [_f(row.selection)]
+            scores = [_f(row.selection)] + ([_f(row.best_trial)] if self.rescored else [])
             if compare:
                 seeds = "" if is_base else f"{len(row.seeds)}/{len(row.seeds) + len(row.missing_seeds)}"
                 scores += [_interval(row.score), _difference(row.vs_selected), _p(row.vs_selected)]
                 scores += [_difference(row.vs_baseline), _p(row.vs_baseline), seeds]
             elif judged:
                 scores += [_interval(row.score), _difference(row.vs_baseline), _p(row.vs_baseline)]
+            for metric in self.verdict_metrics[1:]:
+                scores += [_interval(row.judged[metric].score) if metric in row.judged else ""]
+            for metric in self.guard_metrics:
+                change = row.judged[metric].vs_baseline if metric in row.judged else None
+                scores += [_difference(change), _p(change)]
             spent = (["", "", "", "", ""] if is_base else _budget(row, compare)) + [readable(row.config)]
+            spent += [row.stopped] if self.adaptive else []
             record = ["-" if is_base else str(rank), row.loss + (" (selected)" if row.selected else "")]
             records.append(record + (scores if part != "budget" else []) + (spent if part != "verdict" else []))
         return columns, records
+
+    def budget_table(self) -> tuple[list[str], list[list[str]]]:
+        """The first verdict set at every budget: each loss's score with its interval and what a seed
+        run had cost by then (worker-seconds)."""
+        steps = sorted(self.budgets)
+        columns = ["loss"] + [f"step {s}: {short(self.verdict_metric)} [95% CI]" for s in steps]
+        columns += [f"worker-s by step {s}" for s in steps]
+        records = []
+        for row in self.rows:
+            scores = [_interval(self.budgets[s][row.loss].score) if row.loss in self.budgets[s] else "" for s in steps]
+            costs = [
+                f"{self.budget_cost[s][row.loss]:.0f}" if row.loss in self.budget_cost.get(s, {}) else "" for s in steps
+            ]
+            records.append([row.loss, *scores, *costs])
+        return columns, records
+
+    def leaders(self) -> dict[int, str]:
+        """The loss with the best verdict score at each budget."""
+        out = {}
+        for step, judged in sorted(self.budgets.items()):
+            scored = {loss: j.score.value for loss, j in judged.items() if j.score is not None}
+            if scored:
+                out[step] = max(scored, key=scored.get)
+        return out
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -128,6 +186,10 @@ class Leaderboard:
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))
         lines += ["| " + " | ".join(record) + " |" for record in records]
+        if self.budgets:
+            columns, records = self.budget_table()
+            lines += ["", "Verdict at each budget:", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(record) + " |" for record in records]
         lines += ["", f"Test: {self.test}" if self.test else "", "", self.verdict]
         if self.importances:
             lines += ["", "What mattered (fANOVA share of the selection metric's variance, per loss):", ""]

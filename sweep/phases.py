@@ -35,9 +35,12 @@ from .console import Plan
 from .data import fingerprint
 from .inputs import complete_loss, data_inputs, resolve_paths, validate
 from .leaderboard import Leaderboard
+from .plan import make_plan
 from .preflight import preflight
-from .protocol import SWEEP_ROLE, Phase, Tag, TrialState
+from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Tag, TrialState
+from .rounds import replay
 from .runs import delete_lost_runs
+from .selection import choose, top_configs
 from .space import Space, build_space, grid_configs
 from .spec import Spec, SpecError
 from .tasks import mine_negatives, start_scoring
@@ -117,8 +120,9 @@ class Sweep:
         )
         return tune.with_resources(trial, trial_resources(self.spec))
 
-    def tune_phase(self, name: str, args: dict[str, Any], expected: int) -> None:
-        """Run a Tune phase unless a previous run of this sweep finished it.
+    def tune_phase(self, name: str, args: dict[str, Any], expected: int, tag: str | None = None) -> None:
+        """Run a Tune phase unless a previous run of this sweep finished it; its runs are tagged with
+        `tag` (default: its name; the rounds of adaptive seeds are all `seeds`).
 
         Tune catches Ctrl-C itself, saves the experiment (running trials as running) and returns, but
         then marks the trials it stopped as terminated. So a phase is done only when each of its
@@ -126,10 +130,11 @@ class Sweep:
         """
         if name in self.state["phases_done"]:
             return
+        tag = tag or name
         callbacks = [CloseChildRuns(self.tracker.uri, self.parent, self.spec.training.steps, self.spec.output_dir)]
         grid = run_phase(
             name,
-            self.trainable(name),
+            self.trainable(tag),
             root=self.root,
             resume=self.resume,
             callbacks=callbacks,
@@ -140,12 +145,12 @@ class Sweep:
         closed = {
             r.data.tags.get(Tag.TRIAL_ID)
             for r in self.tracker.children(self.parent)
-            if r.data.tags.get(Tag.PHASE) == name and r.data.tags.get(Tag.STATE) in TrialState.closed()
+            if r.data.tags.get(Tag.PHASE) == tag and r.data.tags.get(Tag.STATE) in TrialState.closed()
         }
         ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
         if ended < expected:
             raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
-        delete_lost_runs(self.tracker, self.parent, name)
+        delete_lost_runs(self.tracker, self.parent, tag)
         self.done(name)
 
     def done(self, name: str) -> None:
@@ -195,10 +200,12 @@ def run_sweep(
     resume: bool = False,
     tracking_uri: str | None = None,
     watch: Callable[[str, Plan], AbstractContextManager] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep a spec describes; returns the leaderboard and the parent run.
 
-    `watch(tracking_uri, plan)` is entered while the trials run (the live table of trials).
+    `say(line)` is told the verdict's plan before the first trial; `watch(tracking_uri, plan)` is
+    entered while the trials run (the live table of trials).
     """
     if spec.sweep is None:
         raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
@@ -245,6 +252,7 @@ def run_sweep(
             Tag.METRIC: sweep_metric(spec),
             Tag.SELECT_ON: spec.selection_set().label,
             Tag.VERDICT_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.verdict_sets()]),
+            Tag.GUARD_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.guard_sets()]),
         }
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
         tracker.log_inputs(parent, inputs)
@@ -259,6 +267,8 @@ def run_sweep(
     sweep = Sweep(
         spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
     )
+    for line in _verdict_plan(sweep):
+        (say or (lambda line: None))(line)
     plan = Plan(
         sweep.parent, _planned_trials(spec, space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
     )
@@ -277,6 +287,21 @@ def run_sweep(
     )
 
 
+def _verdict_plan(sweep: Sweep) -> list[str]:
+    """The verdict's plan (`plan.py`), made once before the first trial and logged on the parent run
+    (`plan.json`, tag `lossweep.plan`); a resumed sweep says it again."""
+    if "plan" not in sweep.state:
+        lines: list[str] = []
+        if sweep.spec.verdict_sets():
+            plan = make_plan(sweep.spec, len(sweep.space.candidates), sweep.tracker, sweep.data_fingerprint)
+            lines = plan.lines()
+            sweep.tracker.log_dict(sweep.parent, plan.to_dict(), "plan.json")
+            sweep.tracker.set_tags(sweep.parent, {Tag.PLAN: json.dumps(plan.detectable())})
+        sweep.state["plan"] = lines
+        _save_state(sweep.root, sweep.state)
+    return sweep.state["plan"]
+
+
 def _planned_trials(spec: Spec, space: Space) -> int:
     """How many trials the sweep trains (a grid's size, else trials per study, and a compare's seeds)."""
     studies = [space] if spec.sweep.mode == "search" else [space.only(c.name) for c in space.candidates]
@@ -284,7 +309,11 @@ def _planned_trials(spec: Spec, space: Space) -> int:
         tuning = sum(len(grid_configs(study)) for study in studies)
     else:
         tuning = spec.sweep.trials * len(studies)
-    return tuning + (len(space.candidates) * spec.sweep.seeds if spec.sweep.mode == "compare" else 0)
+    if spec.sweep.mode != "compare":
+        return tuning
+    rescore = spec.sweep.rescore
+    rescored = len(space.candidates) * rescore.top * rescore.seeds if rescore else 0
+    return tuning + rescored + len(space.candidates) * spec.sweep.seed_counts()[0]
 
 
 def _mine(sweep: Sweep) -> list[str]:
@@ -310,7 +339,7 @@ def _search(sweep: Sweep) -> None:
     args, expected = search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
     sweep.tune_phase(Phase.SEARCH, args, expected)
     baseline = _start_baseline(sweep)  # scored beside the winner
-    verdict = [ref.label for ref in sweep.spec.verdict_sets()]
+    verdict = [ref.label for ref in sweep.spec.verdict_sets() + sweep.spec.guard_sets()]
     winner = _best_trial(sweep.tracker, sweep.parent, sweep.metric, phase=Phase.SEARCH)
     if winner is not None and verdict:
         checkpoint = winner.data.tags.get(Tag.CHECKPOINT, "")
@@ -326,20 +355,49 @@ def _search(sweep: Sweep) -> None:
 
 
 def _compare(sweep: Sweep) -> None:
-    """Per-loss studies side by side on the selection set, then seeds of each loss's best on all sets."""
+    """Per-loss studies side by side on the selection set, then seeds of each loss's best on all sets:
+    `sweep.seeds` of them, or (adaptive) `min`, then rounds of one more where a comparison is undecided."""
     spec, space = sweep.spec, sweep.space
     studies = {candidate.name: space.only(candidate.name) for candidate in space.candidates}
     args, expected = search_args(spec, studies, sweep.metric)
     sweep.tune_phase(Phase.TUNE, args, expected)
-    best = _best_configs(sweep.tracker, sweep.parent, sweep.metric)
+    rescore = spec.sweep.rescore
+    if rescore is not None:  # each loss's top trials again, with fresh seeds: the same budget for every loss
+        tops = top_configs(sweep.tracker.children(sweep.parent), sweep.metric, rescore.top)
+        configs = [config for found in tops.values() for config in found]
+        first = spec.training.seed + 2000
+        args = _seed_args(spec, configs, range(first, first + rescore.seeds))
+        sweep.tune_phase(Phase.RESCORE, args, len(configs) * rescore.seeds)
+    chosen = choose(sweep.tracker.children(sweep.parent), sweep.metric, rescore.top if rescore else None)
+    best = {loss: choice.config for loss, choice in chosen.items()}
     baseline = _start_baseline(sweep)  # scored beside the seed runs
-    seeds = [spec.training.seed + 1000 + i for i in range(spec.sweep.seeds)]
-    seed_args = {
-        "param_space": {"trial": tune.grid_search(list(best.values())), "seed": tune.grid_search(seeds)},
+    fewest, most = spec.sweep.seed_counts()
+    first = spec.training.seed + 1000
+    sweep.tune_phase(
+        Phase.SEEDS, _seed_args(spec, list(best.values()), range(first, first + fewest)), len(best) * fewest
+    )
+    if most > fewest and spec.verdict_sets():
+        sweep.finish_scoring(baseline)  # the rule compares each loss with the untrained model too
+        baseline = None
+        verdict = verdict_metric(spec, spec.verdict_sets()[0])
+        for seeds in range(fewest, most):
+            rounds = replay(sweep.tracker, sweep.parent, sweep.metric, verdict, fewest, most, first)
+            grow = [loss for loss in rounds.needs_seed() if loss in best]
+            if not grow:
+                break
+            args = _seed_args(spec, [best[loss] for loss in grow], [first + seeds])
+            sweep.tune_phase(f"{Phase.SEEDS}-{seeds + 1}", args, len(grow), tag=Phase.SEEDS)
+        rounds = replay(sweep.tracker, sweep.parent, sweep.metric, verdict, fewest, most, first)
+        sweep.tracker.log_dict(sweep.parent, rounds.to_dict(), SEED_ROUNDS_ARTIFACT)
+    sweep.finish_scoring(baseline)
+
+
+def _seed_args(spec: Spec, configs: list[dict], seeds) -> dict[str, Any]:
+    """Tune arguments that train every configuration with every seed, first to last."""
+    return {
+        "param_space": {"trial": tune.grid_search(configs), "seed": tune.grid_search(list(seeds))},
         "tune_config": {"max_concurrent_trials": spec.sweep.max_concurrent, "scheduler": FIFOScheduler()},
     }
-    sweep.tune_phase(Phase.SEEDS, seed_args, len(best) * len(seeds))
-    sweep.finish_scoring(baseline)
 
 
 def _start_baseline(sweep: Sweep):
@@ -359,20 +417,6 @@ def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
         and metric in r.data.metrics
     ]
     return max(runs, key=lambda r: r.data.metrics[metric], default=None)
-
-
-def _best_configs(tracker: Tracker, parent: str, metric: str) -> dict[str, dict]:
-    """Per loss, the trial config of its best tuning trial that ran its whole budget."""
-    best: dict[str, tuple[float, dict]] = {}
-    for run in tracker.children(parent):
-        tags = run.data.tags
-        if tags.get(Tag.PHASE) != Phase.TUNE or tags.get(Tag.STATE) != TrialState.COMPLETED:
-            continue
-        value = run.data.metrics.get(metric)
-        loss = tags[Tag.LOSS]
-        if value is not None and (loss not in best or value > best[loss][0]):
-            best[loss] = (value, json.loads(tags[Tag.TRIAL_CONFIG]))
-    return {loss: config for loss, (_, config) in sorted(best.items())}
 
 
 def _with_data_params(space: Space, train) -> Space:

@@ -34,6 +34,7 @@ class Phase(_Named):
 
     SEARCH = "search"  # a search's trials
     TUNE = "tune"  # a compare's per-loss tuning trials
+    RESCORE = "rescore"  # a compare's best tuning configurations re-trained with fresh seeds
     SEEDS = "seeds"  # a compare's re-trainings of each loss's chosen configuration
     BASELINE = "baseline"  # the untrained model, scored once
     VERDICT = "verdict"  # a search winner's checkpoint on the verdict sets
@@ -49,9 +50,11 @@ class Tag:
     METRIC = "lossweep.metric"  # the selection metric
     SELECT_ON = "lossweep.select_on"
     VERDICT_METRICS = "lossweep.verdict_metrics"  # JSON list, one per verdict set
+    GUARD_METRICS = "lossweep.guard_metrics"  # JSON list, one per guard set
     BEST_LOSS = "lossweep.best_loss"
     BEST_RUN_ID = "lossweep.best_run_id"
     NEGATIVES_KEYS = "lossweep.negatives_keys"  # JSON list of the mined sets' cache keys
+    PLAN = "lossweep.plan"  # JSON: verdict set -> family -> minimum detectable difference, planned
     # A trial's run
     TRIAL_ID = "lossweep.trial_id"  # Tune's trial id: finds the run again on --resume
     PHASE = "lossweep.phase"
@@ -85,3 +88,4 @@ class Tag:
 
 
 SWEEP_ROLE = "sweep"  # the value of Tag.ROLE on a parent run
+SEED_ROUNDS_ARTIFACT = "seed_rounds.json"  # on a compare's parent run: adaptive seeds' last states, seeds per loss

@@ -233,6 +233,11 @@ class EvalRef(_Source):
     type: Literal["retrieval", "sts", "triplet", "classes"] = Field(description="what the set measures")
     from_train: Holdout | None = Field(None, description="a validation set carved from the training data")
     split: str = Field("test", description="the split to read")
+    role: Literal["verdict", "guard"] = Field(
+        "verdict",
+        description="verdict: judges the losses; guard: what the model already did well (another task or "
+        "domain), scored for the untrained model and every final run, tested for regressions, never deciding",
+    )
     corpus: Literal["with_train", "own"] | None = Field(
         None,
         description="retrieval from pairs: the documents searched: the set's own and the training data's "
@@ -371,6 +376,9 @@ class EvaluationSpec(_Section):
     dims: Sizes | None = Field(None, description="embedding sizes to score (Matryoshka truncation)")
     distributed: Bool = Field(True, description="share the encoding across the workers of a trial")
     sets: tuple[str, ...] | None = Field(None, description="the eval sets this run scores, by name; null: all")
+    at_steps: tuple[Positive, ...] | None = Field(
+        None, description="also evaluate at these steps, keeping each query's values (a verdict at several budgets)"
+    )
 
 
 class ResourcesSpec(_Section):
@@ -455,6 +463,31 @@ Losses = Annotated[
 NUMERIC_KINDS = ("float", "int")
 
 
+class SeedRange(_Section):
+    """Adaptive seeds: `min` seed runs per loss, then one more per round for each loss whose comparison
+    is still undecided, up to `max` (a group-sequential rule keeps the error rate; `sequential.py`)."""
+
+    min: Annotated[Int, _bound(lambda v: v >= 3, "{value}: at least 3 seeds measure training noise", minimum=3)] = (
+        Field(3, description="seed runs every loss gets")
+    )
+    max: Positive = Field(description="seed runs no loss goes beyond")
+
+    def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
+        if self.max < self.min:
+            return [("max", f"{self.max} < min {self.min}; max is the larger")]
+        return []
+
+
+class Rescore(_Section):
+    """Selection that resists the winner's curse: each loss's `top` best tuning trials re-trained with
+    `seeds` fresh seeds; the configuration with the best mean selection score is the loss's choice."""
+
+    top: Annotated[Int, _bound(lambda v: v >= 1, "{value} must be >= 1", minimum=1)] = Field(
+        2, description="tuning trials per loss re-trained"
+    )
+    seeds: Positive = Field(2, description="fresh seeds for each of them")
+
+
 class SweepSpec(_Section):
     """The search (`search`: the loss is one more categorical) or the fair shoot-out (`compare`: one
     study per loss, the same budget each, then fresh seeds of each loss's best configuration)."""
@@ -465,7 +498,9 @@ class SweepSpec(_Section):
     params: dict[str, dict[str, ParamRange]] = Field(default_factory=dict, description="per loss: param -> range")
     shared: dict[str, ParamRange] = Field(default_factory=dict, description=f"ranges of {', '.join(SHARED_SEARCH)}")
     trials: Positive = Field(8, description="trials of the search (compare: per loss)")
-    seeds: Positive = Field(3, description="compare: fresh-seed re-trainings of each loss's chosen configuration")
+    seeds: Positive | SeedRange = Field(
+        3, description="compare: fresh-seed re-trainings of each loss's chosen configuration, or {min, max}"
+    )
     max_concurrent: Positive = Field(1, description="trials running at once")
     metric: str | None = Field(None, description="the selection metric; default: the selection set's headline")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's TPE, random draws, or a grid")
@@ -476,11 +511,44 @@ class SweepSpec(_Section):
     )
     seed: Int = Field(0, description="seeds the sampler")
     negatives: dict[str, ParamRange] = Field(default_factory=dict, description="mining knobs searched, over choices")
+    rescore: Rescore | None = Field(
+        None, description="compare: re-train each loss's top tuning trials with fresh seeds, choose by the mean"
+    )
+    budgets: (
+        tuple[
+            Annotated[
+                Float,
+                _bound(lambda v: 0 < v <= 1, "{value} must be a fraction in (0, 1]", exclusiveMinimum=0, maximum=1),
+            ],
+            ...,
+        ]
+        | None
+    ) = Field(
+        None,
+        description="compare: fractions of training.steps at which the seed runs are also judged (the verdict at "
+        "each budget; no decision reads them), e.g. [0.25, 0.5, 1.0]; default: the end only",
+    )
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
-        return _each([self._seeds, self._params, self._shared, self._mining], lenient)
+        return _each([self._seeds, self._params, self._shared, self._mining, self._rescore], lenient)
+
+    def _rescore(self) -> list[tuple[str, str]]:
+        found = []
+        if _given(self.rescore) and self.mode != "compare":
+            found.append(
+                ("rescore", "re-training the best trials is for mode: compare (a search keeps its best trial)")
+            )
+        if _given(self.budgets) and self.mode != "compare":
+            found.append(("budgets", "verdicts at several budgets come from a compare's seed runs; use mode: compare"))
+        return found
+
+    def budget_steps(self, steps: int) -> tuple[int, ...]:
+        """The steps before the last at which seed runs are judged too (`budgets` x training.steps)."""
+        return tuple(sorted({max(1, round(f * steps)) for f in self.budgets or ()} - {steps}))
 
     def _seeds(self) -> list[tuple[str, str]]:
+        if isinstance(self.seeds, SeedRange):
+            return [] if self.mode == "compare" else [("seeds", "adaptive seeds are for mode: compare")]
         if self.mode == "compare" and self.seeds < 3:
             noise = "to measure training noise"
             return [("seeds", f"{self.seeds}: compare mode needs at least 3 seeds per loss {noise}")]
@@ -543,6 +611,12 @@ class SweepSpec(_Section):
                     )
                 )
         return found
+
+    def seed_counts(self) -> tuple[int, int]:
+        """(min, max) seed runs per loss: equal for a fixed count."""
+        if isinstance(self.seeds, SeedRange):
+            return self.seeds.min, self.seeds.max
+        return self.seeds, self.seeds
 
     def loss_names(self) -> list[str]:
         """The losses listed (empty for `all`)."""
@@ -631,10 +705,15 @@ class Spec(_Section):
         return next((ref for ref in self.eval if ref.label == wanted), self.eval[0])
 
     def verdict_sets(self) -> tuple[EvalRef, ...]:
-        """The eval sets that give the verdict: every set but the selection set, scored only for the
-        final configurations, after every search decision."""
+        """The eval sets that give the verdict: every set but the selection set and the guards, scored
+        only for the final configurations, after every search decision."""
         selection = self.selection_set().label
-        return tuple(ref for ref in self.eval if ref.label != selection)
+        return tuple(ref for ref in self.eval if ref.label != selection and ref.role == "verdict")
+
+    def guard_sets(self) -> tuple[EvalRef, ...]:
+        """The eval sets that guard what the model already did well: scored like verdict sets, tested
+        for regressions against the untrained model, never used for a decision."""
+        return tuple(ref for ref in self.eval if ref.role == "guard")
 
     def holdout(self) -> EvalRef | None:
         """The eval set carved from the training data, if any."""
@@ -742,6 +821,9 @@ def _selection(spec: Spec) -> list[str]:
     sweep, labels = spec.sweep, [ref.label for ref in spec.eval]
     if _given(sweep.select_on) and sweep.select_on not in labels:
         return [f"sweep.select_on: {sweep.select_on!r} is not an eval set; eval sets are {labels}"]
+    if spec.eval and spec.selection_set().role == "guard":
+        name = spec.selection_set().label
+        return [f"sweep.select_on: {name!r} is a guard set, which never decides; select on a set of role verdict"]
     if not spec.eval or sweep.mode != "compare" or spec.verdict_sets():
         return []
     name = spec.selection_set().label

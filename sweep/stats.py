@@ -103,11 +103,30 @@ def two_level_bootstrap(table: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, see
     chunk = max(1, 2_000_000 // queries)
     for start in range(0, samples, chunk):
         draws = query_draws[start : start + chunk]
-        counts = np.zeros((len(draws), queries))
-        np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+        cells = (draws + queries * np.arange(len(draws))[:, None]).ravel()  # each replicate's own bins
+        counts = np.bincount(cells, minlength=len(draws) * queries).reshape(len(draws), queries).astype(float)
         per_seed = counts @ table.T / queries  # (replicates, seeds)
         means[start : start + chunk] = np.take_along_axis(per_seed, seed_draws[start : start + chunk], axis=1).mean(1)
     return means
+
+
+def bootstrap_deviations(table: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
+    """The verdict's sampling distribution of a (seeds x queries) table's mean, centred: the two-level
+    bootstrap's replicates minus their mean, widened by t_nu / z for few seeds (module docstring).
+    A shift of the whole table leaves them unchanged, which is what lets `power.py` plan by simulation."""
+    table = np.asarray(table, dtype=float)
+    replicates = two_level_bootstrap(table, samples, seed)
+    df = satterthwaite_df(table)
+    widen = 1.0 if math.isinf(df) else stats.t.ppf(1 - ALPHA / 2, df) / stats.norm.ppf(1 - ALPHA / 2)
+    return widen * (replicates - replicates.mean())
+
+
+def p_value(estimate: float, deviations: np.ndarray) -> float:
+    """Two-sided p-value of 'mean = 0' for an estimate with these centred deviations (the interval inverted)."""
+    if not deviations.any():
+        return 1.0 if estimate == 0 else 0.0
+    below, above = float((estimate + deviations <= 0).mean()), float((estimate + deviations >= 0).mean())
+    return min(1.0, 2 * min(below, above))
 
 
 def bootstrap_interval(table: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Interval:
@@ -118,16 +137,9 @@ def bootstrap_interval(table: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed
     """
     table = np.asarray(table, dtype=float)
     estimate = float(table.mean())
-    replicates = two_level_bootstrap(table, samples, seed)
-    df = satterthwaite_df(table)
-    widen = 1.0 if math.isinf(df) else stats.t.ppf(1 - ALPHA / 2, df) / stats.norm.ppf(1 - ALPHA / 2)
-    deviations = widen * (replicates - replicates.mean())
+    deviations = bootstrap_deviations(table, samples, seed)
     low, high = np.percentile(estimate + deviations, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-    if not deviations.any():
-        p = 1.0 if estimate == 0 else 0.0
-    else:
-        p = min(1.0, 2 * min(float((estimate + deviations <= 0).mean()), float((estimate + deviations >= 0).mean())))
-    return Interval(estimate, float(low), float(high), p)
+    return Interval(estimate, float(low), float(high), p_value(estimate, deviations))
 
 
 def paired_table(

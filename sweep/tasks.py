@@ -13,6 +13,7 @@ from . import storage
 from .cluster import ensure_ray
 from .evaluate import PER_QUERY_ARTIFACT, build_evaluators, evaluate
 from .inputs import mining_input, negatives_dir, train_pairs
+from .metrics import metric_name
 from .models import load_model
 from .spec import Spec, parse_spec
 from .tracking import Tracker, worker_tracking_uri
@@ -44,6 +45,29 @@ def _score(spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_
     if result.per_query:
         tracker.log_dict(run_id, result.per_query, PER_QUERY_ARTIFACT)
     return result.metrics
+
+
+def _untrained(spec_data: dict, sets: list[str]) -> dict[str, dict[str, Any]]:
+    spec = parse_spec(spec_data)
+    loaded = load_model(spec.model, device=_device())
+    if spec.max_seq_length:
+        loaded.max_seq_length = spec.max_seq_length
+    result = evaluate(loaded, build_evaluators(spec, sets), distributed=False)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sets:
+        prefix = metric_name(name, "")
+        out[name] = {
+            "metrics": {k: v for k, v in result.metrics.items() if k.startswith(prefix)},
+            "per_query": {k: v for k, v in result.per_query.items() if k.startswith(prefix)},
+        }
+    return out
+
+
+def score_untrained(spec: Spec, sets: list[str]) -> dict[str, dict[str, Any]]:
+    """The untrained model's metrics and per-query values on the named eval sets, by set (a Ray task
+    with one worker's resources; `untrained.py` caches what it returns)."""
+    ensure_ray()
+    return ray.get(_on_one_worker(spec, _untrained).remote(spec.to_dict(), sets))
 
 
 def start_scoring(spec: Spec, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> ray.ObjectRef:

@@ -68,11 +68,15 @@ def verdict_metric(spec: Spec, ref: EvalRef) -> str:
     return headline(ref.type, ref.label)
 
 
-def phase_spec(trial: Spec, phase: str, selection: str) -> Spec:
+def phase_spec(trial: Spec, phase: str, selection: str, budgets: tuple[int, ...] = ()) -> Spec:
     """What a trial scores: search and tuning trials the selection set only, at every evaluation;
-    seed runs every set, once, at the end (their configuration is already chosen)."""
+    rescore runs the selection set, once, at the end; seed runs every set at the end and at the
+    `budgets` steps (their configuration is already chosen)."""
     if phase == Phase.SEEDS:
-        return trial.replace(evaluation=trial.evaluation.replace(every_steps=0, at_start=False))
+        evaluation = trial.evaluation.replace(every_steps=0, at_start=False, at_steps=budgets or None)
+        return trial.replace(evaluation=evaluation)
+    if phase == Phase.RESCORE:
+        return trial.replace(evaluation=trial.evaluation.replace(sets=(selection,), every_steps=0, at_start=False))
     return trial.replace(evaluation=trial.evaluation.replace(sets=(selection,)))
 
 
@@ -95,7 +99,8 @@ def sweep_trial(
     spec = parse_spec(spec_data)
     trial_config = config["trial"]
     seed = config.get("seed")
-    trial = phase_spec(trial_spec(spec, space, trial_config, seed=seed), phase, spec.selection_set().label)
+    budgets = spec.sweep.budget_steps(spec.training.steps)
+    trial = phase_spec(trial_spec(spec, space, trial_config, seed=seed), phase, spec.selection_set().label, budgets)
     errors = config_errors(trial.loss_config())
     if errors:  # fail the trial at once, before any worker starts
         raise ValueError("invalid trial configuration:\n  " + "\n  ".join(errors))

@@ -19,15 +19,18 @@ import json
 import math
 import tempfile
 from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from .evaluate import PER_QUERY_ARTIFACT
+from .evaluate import per_query_artifact
 from .importance import importances, studies
-from .leaderboard import Budget, Leaderboard, Row, readable, short
-from .protocol import Phase, Tag, TrialState
+from .leaderboard import Budget, Judged, Leaderboard, Row, readable, short
+from .protocol import SEED_ROUNDS_ARTIFACT, Phase, Tag, TrialState
+from .selection import choose
 from .space import decode_config
 from .stats import ALPHA, BOOTSTRAP_SAMPLES, Interval, bootstrap_interval, holm, mean_ci, paired_t, paired_table
 from .tracking import Tracker
@@ -49,22 +52,36 @@ def build_leaderboard(tracker: Tracker, parent_run_id: str) -> Leaderboard:
         verdict_metrics[0] if verdict_metrics else None,
         rows=[],
         runs=runs,
+        verdict_metrics=verdict_metrics,
+        guard_metrics=json.loads(tags.get(Tag.GUARD_METRICS, "[]")),
     )
     by_phase: dict[str, list] = defaultdict(list)
     for run in runs:
         by_phase[run.data.tags.get(Tag.PHASE, "")].append(run)
-    judge = _Judge(tracker, board.verdict_metric)
+    judge = Judge(tracker)
     baseline = next((r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED), None)
     if baseline is not None:
         board.baseline = Row(BASELINE, selection=baseline.data.metrics.get(metric))
-        board.baseline.score = judge.single(baseline)
+        board.baseline.score = judge.single(baseline, board.verdict_metric)
+        for judged in board.verdict_metrics + board.guard_metrics:
+            board.baseline.judged[judged] = Judged(score=judge.single(baseline, judged))
+    planned = json.loads(tags.get(Tag.PLAN, "{}"))
+    if board.verdict_metric is not None:
+        board.detectable = {
+            f"{family} (planned)": v for family, v in planned.get(_set(board.verdict_metric), {}).items()
+        }
     if board.mode == "compare":
-        _compare(board, by_phase, judge, params)
+        _compare(board, by_phase, judge, params, _artifact(tracker, parent_run_id, SEED_ROUNDS_ARTIFACT))
     else:
         _search(board, by_phase, judge)
     board.studies = studies(runs, metric, _artifact(tracker, parent_run_id, "search_space.json") or {})
     board.importances = {loss: importances(study) for loss, study in board.studies.items()}
     return board
+
+
+def _set(metric: str) -> str:
+    """The eval set a metric name belongs to (`eval/<set>/...`)."""
+    return metric.split("/")[1]
 
 
 def _artifact(tracker: Tracker, run_id: str, path: str) -> Any:
@@ -112,32 +129,60 @@ def _spend(budget: Budget, run) -> None:
 
 def _config(run) -> dict:
     """The sampled values of a trial, flat: the loss's parameters and the shared settings."""
-    config = decode_config(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
+    return _flat(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
+
+
+def _flat(trial_config: dict) -> dict:
+    config = decode_config(trial_config)
     loss = config.get("loss")
     return dict(config.get(loss) or {}) | dict(config.get("shared") or {})
 
 
-class _Judge:
-    """Scores on the verdict metric, with per-item values where the metric has them."""
+class Judge:
+    """Scores of runs on the verdict and guard metrics, with per-item values where a metric has them
+    (each run's artifacts read once), at the end or at an earlier step (budgets)."""
 
-    def __init__(self, tracker: Tracker, metric: str | None) -> None:
-        self.tracker, self.metric = tracker, metric
-        self.test = ""
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.cache: dict[tuple[str, int | None], dict | None] = {}
+        self.histories: dict[tuple[str, str], dict[int, tuple[float, int]]] = {}
 
-    def items(self, run) -> dict[str, float] | None:
-        if self.metric is None:
+    def items(self, run, metric: str | None, step: int | None = None) -> dict[str, float] | None:
+        if metric is None or run is None:
             return None
-        per_item = _artifact(self.tracker, run.info.run_id, PER_QUERY_ARTIFACT)  # None: STS, or a failed run
-        return None if per_item is None else per_item.get(self.metric)
+        key = (run.info.run_id, step)
+        if key not in self.cache:  # None: STS, or a failed run
+            self.cache[key] = _artifact(self.tracker, run.info.run_id, per_query_artifact(step))
+        per_item = self.cache[key]
+        return None if per_item is None else per_item.get(metric)
 
-    def single(self, run) -> Interval | None:
-        """One run's verdict score; its interval over queries where there are per-query values."""
-        if self.metric is None or self.metric not in run.data.metrics:
+    def value(self, run, metric: str, step: int | None = None) -> float | None:
+        """A run's final value of a metric, or its value at `step`."""
+        if step is None:
+            return run.data.metrics.get(metric)
+        found = self.history(run, metric).get(step)
+        return None if found is None else found[0]
+
+    def seconds(self, run, metric: str, step: int) -> float | None:
+        """Wall seconds from a run's start to its evaluation at `step` (that evaluation included)."""
+        found = self.history(run, metric).get(step)
+        return None if found is None else (found[1] - run.info.start_time) / 1000
+
+    def history(self, run, metric: str) -> dict[int, tuple[float, int]]:
+        key = (run.info.run_id, metric)
+        if key not in self.histories:
+            points = self.tracker.client.get_metric_history(run.info.run_id, metric)
+            self.histories[key] = {m.step: (m.value, m.timestamp) for m in points}
+        return self.histories[key]
+
+    def single(self, run, metric: str | None) -> Interval | None:
+        """One run's score; its interval over queries where there are per-query values."""
+        if metric is None or metric not in run.data.metrics:
             return None
-        items = self.items(run)
+        items = self.items(run, metric)
         if items:
             return bootstrap_interval(np.array([list(items.values())]))
-        value = run.data.metrics[self.metric]
+        value = run.data.metrics[metric]
         return Interval(value, value, value)
 
 
@@ -161,73 +206,188 @@ def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
 # --- Compare -----------------------------------------------------------------------------------------------
 
 
-def _compare(board: Leaderboard, by_phase: dict[str, list], judge: _Judge, params: dict) -> None:
+def _compare(board: Leaderboard, by_phase: dict[str, list], judge: Judge, params: dict, rounds: dict | None) -> None:
     expected_trials = int(_number(params, "sweep.trials", 0))
-    expected_seeds = int(_number(params, "sweep.seeds", 0))
-    losses = _selection_rows(by_phase[Phase.TUNE], board.metric)
-    per_item: dict[str, dict[int, dict[str, float]]] = {}
+    expected_seeds = int(_number(params, "sweep.seeds", 0) or _number(params, "sweep.seeds.max", 0))
+    losses = _selection_rows(by_phase[Phase.TUNE] + by_phase[Phase.RESCORE], board.metric)
+    top = int(_number(params, "sweep.rescore.top", 0)) or None
+    for loss, choice in choose(by_phase[Phase.TUNE] + by_phase[Phase.RESCORE], board.metric, top).items():
+        row = losses[loss]
+        row.selection, row.config, row.best_run_id = choice.score, _flat(choice.config), choice.run_id
+        row.best_trial = choice.best_trial if choice.rescored else None
+        board.rescored = board.rescored or choice.rescored
     best_seed_run: dict[str, tuple[float, str]] = {}
+    seed_runs: dict[str, list] = defaultdict(list)
     for run in by_phase[Phase.SEEDS]:
         loss = run.data.tags.get(Tag.LOSS, "?")
-        row = losses.setdefault(loss, Row(loss))
-        _spend(row.verdict, run)
-        seed = int(run.data.tags.get(Tag.SEED, 0))
-        value = run.data.metrics.get(board.verdict_metric or "")
-        if _state(run) != TrialState.COMPLETED or value is None:
-            row.missing_seeds.append(seed)
-            continue
-        row.seeds[seed] = value
-        items = judge.items(run)
-        if items:
-            per_item.setdefault(loss, {})[seed] = items
-        chosen_by = run.data.metrics.get(board.metric, -math.inf)  # the export pick: never the verdict score
-        if loss not in best_seed_run or chosen_by > best_seed_run[loss][0]:
-            best_seed_run[loss] = (chosen_by, run.info.run_id)
+        losses.setdefault(loss, Row(loss))
+        _spend(losses[loss].verdict, run)
+        seed_runs[loss].append(run)
+        if _state(run) == TrialState.COMPLETED:
+            chosen_by = run.data.metrics.get(board.metric, -math.inf)  # the export pick: never the verdict score
+            if loss not in best_seed_run or chosen_by > best_seed_run[loss][0]:
+                best_seed_run[loss] = (chosen_by, run.info.run_id)
     rows = list(losses.values())
-    for row in rows:
-        row.best_run_id = best_seed_run.get(row.loss, (0, row.best_run_id))[1]
-        row.missing_seeds = sorted(set(row.missing_seeds) - set(row.seeds))
-        by_seed = per_item.get(row.loss, {})
-        if by_seed and len(by_seed) == len(row.seeds):
-            row.score = bootstrap_interval(_table(by_seed))
-        elif row.seeds:
-            mean, _, half = mean_ci(list(row.seeds.values()))
-            half = 0.0 if math.isnan(half) else half
-            row.score = Interval(mean, mean - half, mean + half)
     selected = max((r for r in rows if r.selection is not None), key=lambda r: r.selection, default=None)
     if selected is not None:
         selected.selected = True
-    items_everywhere = all(len(per_item.get(r.loss, {})) == len(r.seeds) for r in rows if r.seeds)
+    baseline_run = _baseline_run(by_phase) if board.baseline else None
+    methods = []
+    for metric in board.verdict_metrics + board.guard_metrics:
+        guard = metric in board.guard_metrics  # one family over every guard set: adjusted below
+        judged, method, per_item = judge_set(rows, seed_runs, selected, baseline_run, judge, metric, not guard)
+        methods.append(method)
+        for row in rows:
+            row.judged[metric] = judged[row.loss]
+        if metric == board.verdict_metric and per_item:
+            _realised(board, per_item, judge.items(baseline_run, metric))
+    guards = [row.judged[m] for m in board.guard_metrics for row in rows]
+    _adjust(guards, "vs_baseline", [g.vs_baseline for g in guards])
+    _budgets(board, rows, seed_runs, selected, baseline_run, judge, params)
+    for row in rows:
+        row.best_run_id = best_seed_run.get(row.loss, (0, row.best_run_id))[1]
+        primary = row.judged.get(board.verdict_metric or "", Judged())
+        row.score, row.seeds = primary.score, primary.seeds
+        row.vs_selected, row.vs_baseline = primary.vs_selected, primary.vs_baseline
+        done = set(primary.seeds)
+        row.missing_seeds = sorted({_seed(r) for r in seed_runs[row.loss]} - done)
+    board.test = (methods[0] if methods else "none") + "; Holm-adjusted within each family (vs selected, vs untrained)"
+    rows.sort(key=lambda r: (math.isnan(r.mean), -r.mean if not math.isnan(r.mean) else 0))
+    board.rows = rows
+    if rounds:  # adaptive seeds: the group-sequential rule decides, not a plain test at the end
+        board.adaptive = (rounds["fewest"], rounds["most"])
+        for row in rows:
+            row.decisions = {
+                f: states[row.loss]["state"] for f, states in rounds["states"].items() if row.loss in states
+            }
+            seeds = rounds["seeds"].get(row.loss, len(row.seeds))
+            row.stopped = f"{seeds} of {rounds['most']}: " + "; ".join(f"{f}: {d}" for f, d in row.decisions.items())
+    board.verdict = _compare_verdict(board, selected, expected_trials, expected_seeds)
+
+
+def _seed(run) -> int:
+    return int(run.data.tags.get(Tag.SEED, 0))
+
+
+def judge_set(
+    rows: list[Row],
+    seed_runs: dict[str, list],
+    selected: Row | None,
+    baseline_run,
+    judge: Judge,
+    metric: str,
+    adjust: bool = True,
+    step: int | None = None,
+) -> tuple[dict[str, Judged], str, dict[str, dict[int, dict[str, float]]]]:
+    """Every loss on one verdict or guard set: its score over seeds (and queries), its difference to the
+    selected loss and to the untrained model, each family Holm-adjusted; the test used; and the
+    per-item values by loss and seed. `step`: as the seed runs stood at that step (a budget)."""
+    judged = {row.loss: Judged() for row in rows}
+    per_item: dict[str, dict[int, dict[str, float]]] = {}
+    for loss, runs in seed_runs.items():
+        for run in runs:
+            value = judge.value(run, metric, step) if _state(run) == TrialState.COMPLETED else None
+            if value is None:
+                continue
+            judged[loss].seeds[_seed(run)] = value
+            items = judge.items(run, metric, step)
+            if items:
+                per_item.setdefault(loss, {})[_seed(run)] = items
+    for loss, entry in judged.items():
+        by_seed = per_item.get(loss, {})
+        if by_seed and len(by_seed) == len(entry.seeds):
+            entry.score = bootstrap_interval(_table(by_seed))
+        elif entry.seeds:
+            mean, _, half = mean_ci(list(entry.seeds.values()))
+            half = 0.0 if math.isnan(half) else half
+            entry.score = Interval(mean, mean - half, mean + half)
+    items_everywhere = bool(per_item) and all(
+        len(per_item.get(loss, {})) == len(entry.seeds) for loss, entry in judged.items() if entry.seeds
+    )
     method = (
         f"two-level bootstrap over seeds and queries ({BOOTSTRAP_SAMPLES} resamples, widened for few seeds), "
         "paired by seed id and query"
-        if items_everywhere and per_item
+        if items_everywhere
         else "paired t-test over seeds (paired by seed id)"
     )
-    board.test = f"{method}; Holm-adjusted within each family (vs selected, vs untrained)"
-    baseline_items = judge.items(_baseline_run(by_phase)) if board.baseline else None
+    base_items = judge.items(baseline_run, metric)
+    base_value = baseline_run.data.metrics.get(metric) if baseline_run is not None else None
 
-    def difference(row: Row, reference: Row | None) -> Interval | None:
-        if reference is None:  # the untrained model: one fixed score per query
-            if board.baseline is None or board.baseline.score is None or not row.seeds:
-                return None
-            if items_everywhere and baseline_items and row.loss in per_item:
-                table, _ = paired_table(per_item[row.loss], baseline_items)
-                return bootstrap_interval(table)
-            return paired_t(row.seeds, board.baseline.score.value)
-        if not row.seeds or not reference.seeds:
+    def difference(loss: str, reference: str | None) -> Interval | None:
+        entry = judged[loss]
+        if not entry.seeds:
             return None
-        if items_everywhere and row.loss in per_item and reference.loss in per_item:
-            table, seeds = paired_table(per_item[row.loss], per_item[reference.loss])
+        if reference is None:  # the untrained model: one fixed score per query
+            if items_everywhere and base_items and loss in per_item:
+                return bootstrap_interval(paired_table(per_item[loss], base_items)[0])
+            return paired_t(entry.seeds, base_value) if base_value is not None else None
+        if not judged[reference].seeds:
+            return None
+        if items_everywhere and loss in per_item and reference in per_item:
+            table, seeds = paired_table(per_item[loss], per_item[reference])
             return bootstrap_interval(table) if seeds else None
-        return paired_t(row.seeds, reference.seeds)
+        return paired_t(entry.seeds, judged[reference].seeds)
 
-    others = [r for r in rows if r is not selected]
-    _adjust(others, "vs_selected", [difference(r, selected) for r in others])
-    _adjust(rows, "vs_baseline", [difference(r, None) for r in rows])
-    rows.sort(key=lambda r: (math.isnan(r.mean), -r.mean if not math.isnan(r.mean) else 0))
-    board.rows = rows
-    board.verdict = _compare_verdict(board, selected, expected_trials, expected_seeds)
+    others = [r.loss for r in rows if r is not selected]
+    versus = [difference(loss, selected.loss) for loss in others] if selected else [None] * len(others)
+    _adjust([judged[loss] for loss in others], "vs_selected", versus, holm_adjust=adjust)
+    _adjust([judged[r.loss] for r in rows], "vs_baseline", [difference(r.loss, None) for r in rows], adjust)
+    return judged, method, per_item
+
+
+def _budgets(board: Leaderboard, rows, seed_runs, selected, baseline_run, judge: Judge, params: dict) -> None:
+    """The first verdict set judged at every budget of `sweep.budgets` (the seed runs as they stood at
+    those steps; no decision read them), what each budget cost, and how the ranking moved."""
+    metric, total = board.verdict_metric, int(_number(params, "training.steps", 0))
+    fractions = json.loads(params.get("sweep.budgets", "null") or "null") or []
+    steps = sorted({max(1, round(f * total)) for f in fractions} - {total})
+    if metric is None or not steps:
+        return
+    workers = _number(params, "resources.workers", 1) * (_number(params, "resources.gpus_per_worker", 0) or 1)
+    for step in [*steps, total]:
+        if step == total:
+            judged = {row.loss: row.judged[metric] for row in rows}
+        else:
+            judged = judge_set(rows, seed_runs, selected, baseline_run, judge, metric, step=step)[0]
+        board.budgets[step] = judged
+        cost = {}
+        for loss, runs in seed_runs.items():
+            seconds = [judge.seconds(r, metric, step) for r in runs if _state(r) == TrialState.COMPLETED]
+            seconds = [x for x in seconds if x is not None]
+            if seconds:
+                cost[loss] = workers * sum(seconds) / len(seconds)
+        board.budget_cost[step] = cost
+    ordered = sorted(board.budgets)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        common = [loss for loss in board.budgets[a] if board.budgets[a][loss].score and board.budgets[b][loss].score]
+        if len(common) >= 2:
+            tau = stats.kendalltau(
+                [board.budgets[a][x].score.value for x in common], [board.budgets[b][x].score.value for x in common]
+            )
+            board.kendall.append((a, b, float(tau.statistic)))
+
+
+def _realised(board: Leaderboard, per_item: dict[str, dict[int, dict[str, float]]], base_items) -> None:
+    """The minimum detectable difference of the design as it ran (its seeds and queries), from the
+    variance components of this sweep's own tables of the first verdict set."""
+    from .power import SimulatedPower, estimate
+
+    losses = sorted(per_item)
+    families = {
+        "vs selected": (
+            [paired_table(per_item[a], per_item[b])[0] for a, b in combinations(losses, 2)],
+            len(losses) - 1,
+        ),
+        "vs untrained": ([paired_table(per_item[x], base_items)[0] for x in losses] if base_items else [], len(losses)),
+    }
+    for family, (tables, comparisons) in families.items():
+        tables = [t for t in tables if t.size]
+        components = estimate(tables)
+        if components is None or comparisons < 1:
+            continue
+        seeds, queries = max(t.shape[0] for t in tables), max(t.shape[1] for t in tables)
+        design = SimulatedPower(components, seeds, queries, ALPHA / comparisons)
+        board.detectable[f"{family} (realised)"] = design.detectable()
 
 
 def _table(by_seed: dict[int, dict[str, float]]) -> np.ndarray:
@@ -240,20 +400,35 @@ def _baseline_run(by_phase: dict[str, list]):
     return next(r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED)
 
 
-def _adjust(rows: list[Row], field: str, intervals: list[Interval | None]) -> None:
-    """Store each row's interval with its p-value Holm-adjusted across the family."""
-    adjusted = holm([None if i is None else i.p for i in intervals])
+def _adjust(rows: list, field: str, intervals: list[Interval | None], holm_adjust: bool = True) -> None:
+    """Store each row's interval with its p-value Holm-adjusted across the family (or as it is)."""
+    raw = [None if i is None else i.p for i in intervals]
+    adjusted = holm(raw) if holm_adjust else raw
     for row, interval, p in zip(rows, intervals, adjusted, strict=True):
         if interval is not None:
             interval = Interval(interval.value, interval.low, interval.high, p)
         setattr(row, field, interval)
 
 
+FAMILY_OF = {"vs_selected": "vs selected", "vs_baseline": "vs untrained"}
+
+
+def _different(row: Row, field: str) -> bool:
+    """Whether a loss differs from its reference in one family: by the adaptive rule when seeds were
+    adaptive, else by its Holm-adjusted p-value."""
+    interval = getattr(row, field)
+    if interval is None:
+        return False
+    if row.decisions:
+        return row.decisions.get(FAMILY_OF[field]) == "different"
+    return interval.shows_difference()
+
+
 def _significant(rows: list[Row], field: str) -> tuple[list[str], list[str]]:
     """The losses significantly above, and below, their reference in one family."""
-    shown = [(row.loss, getattr(row, field)) for row in rows if getattr(row, field) is not None]
-    above = [loss for loss, d in shown if d.shows_difference() and d.value > 0]
-    below = [loss for loss, d in shown if d.shows_difference() and d.value < 0]
+    shown = [(row, getattr(row, field)) for row in rows if getattr(row, field) is not None]
+    above = [row.loss for row, d in shown if _different(row, field) and d.value > 0]
+    below = [row.loss for row, d in shown if _different(row, field) and d.value < 0]
     return above, below
 
 
@@ -261,10 +436,12 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
     if selected is None:
         return "No loss completed a tuning trial on the selection set; nothing was selected."
     metric, judged = board.metric, board.verdict_metric
-    text = [
-        f"Selected on {board.select_on} ({short(metric)}, the best completed of {trials} tuning trials per loss): "
-        f"{selected.loss} ({selected.selection:.4f})."
-    ]
+    how = (
+        "the best mean of its top tuning trials re-trained with fresh seeds"
+        if board.rescored
+        else f"the best completed of {trials} tuning trials per loss"
+    )
+    text = [f"Selected on {board.select_on} ({short(metric)}, {how}): {selected.loss} ({selected.selection:.4f})."]
     if selected.score is None:
         text.append(f"{selected.loss} has no finished seed run on the verdict set: no verdict.")
     else:
@@ -282,17 +459,30 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
             text.append(f"Beat {base}: {', '.join(beat)}.")
         if worse:
             text.append(f"Worse than {base}: {', '.join(worse)}.")
-    ties = [r.loss for r in board.rows if r.vs_selected is not None and not r.vs_selected.shows_difference()]
+    ties = [r.loss for r in board.rows if r.vs_selected is not None and not _different(r, "vs_selected")]
     better, lower = _significant(board.rows, "vs_selected")
     if ties:
         text.append(
             f"The data cannot tell {selected.loss} apart from: {', '.join(ties)} (p >= {ALPHA} after Holm); "
             "choose among them on cost."
         )
+    if ties and board.detectable:
+        text.append(_undetectable(board, selected))
     if better:
         text.append(f"Better than {selected.loss} on the verdict set (it was not selected on it): {', '.join(better)}.")
     if lower:
         text.append(f"Worse than {selected.loss}: {', '.join(lower)}.")
+    text += _other_sets(board)
+    text += _budget_words(board)
+    if board.adaptive:
+        fewest, most = board.adaptive
+        used = sum(len(r.seeds) for r in board.rows)
+        text.append(
+            f"Seeds were adaptive ({fewest} to {most} per loss; a group-sequential rule, O'Brien-Fleming "
+            f"spending, Holm within each family): {used} seed runs of the {most * len(board.rows)} a fixed "
+            f"{most} would take; " + "; ".join(f"{r.loss} {r.stopped}" for r in board.rows) + "."
+        )
+        seeds = fewest  # the budget every loss was promised; more came only where it decided something
     short_of_budget = [
         f"{r.loss} ({r.tuning.trials - r.tuning.failed} of {trials} tuning trials ran, "
         f"{len(r.seeds)} of {seeds} seed runs finished"
@@ -308,10 +498,82 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
     return " ".join(text)
 
 
+def _budget_words(board: Leaderboard) -> list[str]:
+    """Whether the ranking at a small budget is the ranking at the full one."""
+    leaders = board.leaders()
+    if len(leaders) < 2:
+        return []
+    steps = sorted(leaders)
+    taus = ", ".join(f"{a}->{b} steps {tau:+.2f}" for a, b, tau in board.kendall)
+    who = ", ".join(f"{leaders[s]} at {s} steps" for s in steps)
+    if len(set(leaders.values())) == 1:
+        verdict = f"the leader does not change with the budget ({leaders[steps[-1]]} at every one)"
+    else:
+        verdict = f"the leader changes with the budget ({who})"
+    budgets = ", ".join(map(str, steps))
+    return [f"At budgets of {budgets} steps: {verdict}; Kendall's tau of consecutive rankings: {taus or 'n/a'}."]
+
+
+def _undetectable(board: Leaderboard, selected: Row) -> str:
+    """What the design could not have seen, in the verdict's own terms."""
+    realised = board.detectable.get("vs selected (realised)")
+    planned = board.detectable.get("vs selected (planned)")
+    parts = []
+    if realised is not None:
+        parts.append(f"{realised:.4f} by this sweep's own seed runs")
+    if planned is not None:
+        parts.append(f"{planned:.4f} planned")
+    figure = realised if realised is not None else planned
+    return (
+        f"Differences below {figure:.4f} were not detectable with this design ({len(selected.seeds)} seeds; "
+        f"80% power, two-sided alpha {ALPHA} after Holm; {' and '.join(parts)}): more seeds or queries, not a "
+        "verdict of equality, are what would tell them apart (`lossweep plan --effect`)."
+    )
+
+
+def _other_sets(board: Leaderboard) -> list[str]:
+    """Every verdict set after the first, and every guard set, in words."""
+    text = []
+    selected = board.best
+    for metric in board.verdict_metrics[1:]:
+        scored = [(row, row.judged.get(metric)) for row in board.rows if row.judged.get(metric)]
+        scored = [(row, j) for row, j in scored if j.score is not None]
+        if not scored:
+            continue
+        best_row, best = max(scored, key=lambda item: item[1].score.value)
+        line = f"Also judged on {_set(metric)} ({short(metric)}): best {best_row.loss} {best.score.value:.4f}"
+        beat = [
+            row.loss
+            for row, j in scored
+            if j.vs_baseline and j.vs_baseline.shows_difference() and j.vs_baseline.value > 0
+        ]
+        line += f"; beat the untrained model: {', '.join(beat) or 'none'}"
+        if selected is not None and selected.judged.get(metric) and board.mode == "compare":
+            ties = [row.loss for row, j in scored if j.vs_selected is not None and not j.vs_selected.shows_difference()]
+            line += f"; not told apart from {selected.loss}: {', '.join(ties) or 'none'}"
+        text.append(line + ".")
+    for metric in board.guard_metrics:
+        changes = [(row.loss, row.judged[metric].vs_baseline) for row in board.rows if row.judged.get(metric)]
+        changes = [(loss, d) for loss, d in changes if d is not None]
+        if not changes:
+            continue
+        worse = [f"{loss} ({d}, p {d.p:.3f})" for loss, d in changes if d.shows_difference() and d.value < 0]
+        better = [loss for loss, d in changes if d.shows_difference() and d.value > 0]
+        spread = f"changes from {min(d.value for _, d in changes):+.4f} to {max(d.value for _, d in changes):+.4f}"
+        head = f"Guard {_set(metric)} ({short(metric)}; never used for a decision; Holm over every guard set)"
+        if worse:
+            text.append(f"{head}: REGRESSED by {'; '.join(worse)}.")
+        else:
+            text.append(f"{head}: no loss regresses it ({spread}).")
+        if better:
+            text.append(f"It improved with {', '.join(better)}.")
+    return text
+
+
 # --- Search ------------------------------------------------------------------------------------------------
 
 
-def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> None:
+def _search(board: Leaderboard, by_phase: dict[str, list], judge: Judge) -> None:
     losses = _selection_rows(by_phase[Phase.SEARCH], board.metric)
     rows = sorted(losses.values(), key=lambda r: -(r.selection if r.selection is not None else -math.inf))
     board.rows = rows
@@ -322,14 +584,23 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> Non
     winner.selected = True
     scored = next((r for r in by_phase[Phase.VERDICT] if _state(r) == TrialState.COMPLETED), None)
     if scored is not None:
-        winner.score = judge.single(scored)
-        base_items = judge.items(_baseline_run(by_phase)) if board.baseline else None
-        items = judge.items(scored)
-        if items and base_items:
-            winner.vs_baseline = bootstrap_interval(paired_table({0: items}, base_items)[0])
+        baseline_run = _baseline_run(by_phase) if board.baseline else None
+        for metric in board.verdict_metrics + board.guard_metrics:
+            items, base_items = judge.items(scored, metric), judge.items(baseline_run, metric)
+            entry = Judged(score=judge.single(scored, metric))
+            if items and base_items:
+                entry.vs_baseline = bootstrap_interval(paired_table({0: items}, base_items)[0])
+            winner.judged[metric] = entry
+        _adjust(
+            [winner.judged[m] for m in board.guard_metrics],
+            "vs_baseline",
+            [winner.judged[m].vs_baseline for m in board.guard_metrics],
+        )
+        primary = winner.judged.get(board.verdict_metric or "", Judged())
+        winner.score, winner.vs_baseline = primary.score, primary.vs_baseline
         board.test = (
             "bootstrap over queries of the winner's single run (seed variance not measured)"
-            if items
+            if judge.items(scored, board.verdict_metric)
             else f"none: {short(board.verdict_metric)} is one number for the whole set (no per-query values)"
         )
     text = [
@@ -359,6 +630,7 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: _Judge) -> Non
             else:
                 text.append(f"It cannot be told apart from the untrained model ({base:.4f}): {diff}.")
         text.append("One training run per configuration: seed noise is not in the interval (mode: compare has it).")
+        text += _other_sets(board)
     elif board.verdict_metric is None:
         text.append("No verdict set: this score chose the winner, so it is optimistic.")
         if board.baseline is not None and board.baseline.selection is not None:

@@ -40,7 +40,7 @@ from transformers import get_scheduler
 from lossweep.losses import build_loss, get_entry
 
 from . import checkpoint
-from .evaluate import PER_QUERY_ARTIFACT, Evaluator, build_evaluators, evaluate
+from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
 from .inputs import train_dataset
 from .models import load_model
 from .protocol import Tag
@@ -332,8 +332,9 @@ def _optimise(trial: Trial) -> float:
             )
         if done % log_every == 0:
             window = (time.perf_counter(), 0)
-        if every and done % every == 0 and done < trial.steps:
-            evaluate_and_report(trial, done, {"train/loss": last_loss})
+        kept = done in (spec.evaluation.at_steps or ())
+        if (every and done % every == 0 or kept) and done < trial.steps:
+            evaluate_and_report(trial, done, {"train/loss": last_loss}, keep_items=kept)
     return last_loss
 
 
@@ -355,8 +356,11 @@ def limit_memory_growth(budget_gb: float) -> None:
 # --- 4. Evaluate and report ------------------------------------------------------------------------------
 
 
-def evaluate_and_report(trial: Trial, step: int, train_metrics: dict[str, float], final: bool = False) -> None:
-    """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint."""
+def evaluate_and_report(
+    trial: Trial, step: int, train_metrics: dict[str, float], final: bool = False, keep_items: bool = False
+) -> None:
+    """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint; per-item
+    values are kept at the end and at the steps asked for (`keep_items`)."""
     spec = trial.spec
     result = evaluate(trial.model, trial.evaluators, distributed=spec.evaluation.distributed and trial.world > 1)
     metrics = {"step": step, **train_metrics}
@@ -367,8 +371,8 @@ def evaluate_and_report(trial: Trial, step: int, train_metrics: dict[str, float]
         if trial.rank == 0:
             assert trial.tracker is not None and result is not None
             trial.tracker.log_metrics(trial.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
-            if final and result.per_query:
-                trial.tracker.log_dict(trial.run_id, result.per_query, PER_QUERY_ARTIFACT)
+            if (final or keep_items) and result.per_query:
+                trial.tracker.log_dict(trial.run_id, result.per_query, per_query_artifact(None if final else step))
             checkpoint.save(Path(tmp), trial.model, trial.loss, trial.optimizer, trial.scheduler, step, metrics)
             saved = tmp
         trial.session.report(metrics, saved)

@@ -14,6 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 RATIOS = {
+    "adaptive_seeds": "seed_run_ratio",
     "ray_overhead": "throughput_ratio",
     "trial_overhead": "warm_fixed_ratio_after_over_before",
     "gather_exact": "gather_cost_ratio",

@@ -265,3 +265,54 @@ def _wait_for_finished_trial(client: MlflowClient, process: subprocess.Popen, ti
             return {r.info.run_id: r.info.end_time for r in runs}
         time.sleep(2)
     raise AssertionError("no trial finished in time")
+
+
+@pytest.mark.slow
+def test_a_compare_plans_rescoring_adaptive_seeds_budgets_and_a_guard(ray_local, data_dir, tiny_model_path, tmp_path):
+    # Given a compare that plans its verdict, re-trains each loss's best trial, adds seeds only where a
+    # comparison is undecided, judges at half the steps too, and guards STS similarity
+    sweep = {
+        "mode": "compare",
+        "losses": ["MultipleNegativesRankingLoss", "TripletLoss"],
+        "trials": 2,
+        "seeds": {"min": 3, "max": 4},
+        "rescore": {"top": 1, "seeds": 1},
+        "budgets": [0.5, 1.0],
+        "scheduler": "none",
+        "max_concurrent": 2,
+    }
+    data = sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-decisive")
+    data["eval"].append(
+        {"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 100, "name": "sts-guard", "role": "guard"}
+    )
+    uri, said = f"sqlite:///{tmp_path}/mlflow.db", []
+    # When it runs
+    outcome = run_sweep(parse_spec(data), tracking_uri=uri, say=said.append)
+    # Then the plan was said before the first trial and logged
+    assert said and said[0].startswith("plan: nli (cosine_accuracy, 200 queries x 3 to 4 seeds): differences below")
+    client = MlflowClient(uri)
+    parent = client.get_run(outcome.parent_run_id)
+    planned = json.loads(parent.data.tags["lossweep.plan"])
+    assert set(planned["nli"]) == {"vs selected", "vs untrained"} and all(v > 0 for v in planned["nli"].values())
+    # each loss's best trial was re-trained once, and chosen by its mean
+    rescored = children(uri, parent.info.run_id, "rescore")
+    assert len(rescored) == 2 and all(r.data.tags["lossweep.trial_state"] == "completed" for r in rescored)
+    assert all(set(r.data.metrics) >= {METRIC} and VERDICT not in r.data.metrics for r in rescored)
+    # seeds: 3 each, and a 4th only for a loss whose comparison the rule left undecided
+    seeds = children(uri, parent.info.run_id, "seeds")
+    counts = {
+        loss: sum(r.data.tags["lossweep.loss"] == loss for r in seeds)
+        for loss in ("MultipleNegativesRankingLoss", "TripletLoss")
+    }
+    assert all(n in (3, 4) for n in counts.values()), counts
+    rounds = client.download_artifacts(parent.info.run_id, "seed_rounds.json", str(tmp_path))
+    assert json.loads(Path(rounds).read_text())["seeds"] == counts
+    # the verdict at both budgets, the guard set tested, and the words that say so
+    board = outcome.leaderboard
+    assert sorted(board.budgets) == [2, 4] and board.rescored and board.adaptive == (3, 4)
+    assert "eval/sts-guard/spearman_cosine" in board.guard_metrics
+    assert all("eval/sts-guard/spearman_cosine" in row.judged for row in board.rows)
+    assert "Guard sts-guard" in board.verdict and "Seeds were adaptive (3 to 4 per loss" in board.verdict
+    assert "At budgets of 2, 4 steps" in board.verdict
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/learning_curves.png", "plots/cost.png"} <= artifacts

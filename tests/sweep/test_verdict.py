@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lossweep.sweep.evaluate import PER_QUERY_ARTIFACT
+from lossweep.sweep.plots import figure_data, pareto, sweep_figures
 from lossweep.sweep.stats import bootstrap_interval, paired_table
 from lossweep.sweep.tracking import Tracker
 from lossweep.sweep.verdict import build_leaderboard
@@ -124,3 +125,76 @@ def test_a_loss_without_any_finished_seed_run_never_breaks_the_leaderboard(tmp_p
     assert "Worse than the untrained model" in board.verdict and "Alpha" in board.verdict.split("Worse than the")[1]
     assert "Beta (1 of 2 tuning trials ran, 0 of 3 seed runs finished; missing seeds 1042, 1043, 1044)" in board.verdict
     assert board.to_markdown().count("\n|") == 5  # header, rule, two losses and the untrained model
+
+
+GUARD = "eval/sts/spearman_cosine"  # a guard set without per-query values: a paired t-test over seeds
+
+
+class GuardedSweep(FakeSweep):
+    """A compare with a guard set and verdicts at steps 5 and 10 (budgets: [0.5, 1.0])."""
+
+    def __init__(self, tmp_path) -> None:
+        super().__init__(tmp_path)
+        self.tracker.set_tags(self.parent, {"lossweep.guard_metrics": json.dumps([GUARD])})
+        self.tracker.client.log_param(self.parent, "sweep.budgets", "[0.5, 1.0]")
+
+    def seed_run(self, loss: str, seed: int, lifts: tuple[float, float], guard: float) -> None:
+        """Scores at step 5 and at the end (step 10), and the guard set's score at the end."""
+        run_tags = {"lossweep.phase": "seeds", "lossweep.loss": loss, "lossweep.trial_state": "completed"}
+        run_tags |= {"lossweep.last_step": "10", "lossweep.seed": str(seed)}
+        params = {"training.batch_size": "16", "resources.workers": "1", "resources.gpus_per_worker": "0"}
+        run_id = self.tracker.start_run("verdict", loss, params, run_tags, parent_run_id=self.parent)
+        for step, lift in zip((5, 10), lifts, strict=True):
+            items = np.clip(self.difficulty + lift + self.rng.normal(0, 0.05, len(QUERIES)), 0, 1)
+            self.tracker.log_metrics(run_id, {JUDGE: float(items.mean())}, step=step)
+            name = PER_QUERY_ARTIFACT if step == 10 else f"per_query/step_{step:07d}.json"
+            self.tracker.log_dict(run_id, {JUDGE: dict(zip(QUERIES, items.tolist(), strict=True))}, name)
+        self.tracker.log_metrics(run_id, {GUARD: guard}, step=10)
+        self.tracker.end_run(run_id, "FINISHED")
+
+
+def test_guard_sets_are_tested_for_regressions_and_budgets_show_whether_the_leader_changes(tmp_path):
+    sweep = GuardedSweep(tmp_path)
+    sweep.tuning("Alpha", [0.50, 0.55])
+    sweep.tuning("Beta", [0.52, 0.60])
+    base = sweep.difficulty.copy()
+    run_id = sweep.run(
+        "baseline", "baseline (untrained)", metrics={JUDGE: float(base.mean()), SELECT: 0.5, GUARD: 0.80}
+    )
+    sweep.tracker.log_dict(run_id, {JUDGE: dict(zip(QUERIES, base.tolist(), strict=True))}, PER_QUERY_ARTIFACT)
+    for seed, alpha_guard, beta_guard in zip((1042, 1043, 1044), (0.70, 0.69, 0.71), (0.79, 0.81, 0.805), strict=True):
+        sweep.seed_run("Alpha", seed, lifts=(0.15, 0.02), guard=alpha_guard)  # leads early, fades; breaks the guard
+        sweep.seed_run("Beta", seed, lifts=(0.0, 0.12), guard=beta_guard)  # slow to start, best at the end; keeps it
+
+    board = build_leaderboard(sweep.tracker, sweep.parent)
+
+    rows = {row.loss: row for row in board.rows}
+    # The guard: Alpha's 0.10 drop is found (Holm over the guard family), Beta's unchanged score is not
+    alpha_guard, beta_guard = rows["Alpha"].judged[GUARD].vs_baseline, rows["Beta"].judged[GUARD].vs_baseline
+    assert alpha_guard.value == pytest.approx(-0.10, abs=0.01) and alpha_guard.shows_difference()
+    assert not beta_guard.shows_difference()
+    assert "Guard sts (spearman_cosine; never used for a decision" in board.verdict
+    assert "REGRESSED by Alpha" in board.verdict and "Beta (" not in board.verdict.split("REGRESSED by")[1]
+    columns, records = board.table("verdict")
+    assert "guard sts/spearman_cosine: vs untrained [95% CI]" in columns
+    # The budgets: Alpha leads at 5 steps, Beta at 10, and the ranking flips
+    assert sorted(board.budgets) == [5, 10]
+    assert board.leaders() == {5: "Alpha", 10: "Beta"}
+    assert board.kendall == [(5, 10, pytest.approx(-1.0))]
+    assert "the leader changes with the budget (Alpha at 5 steps, Beta at 10 steps)" in board.verdict
+    assert board.budgets[5]["Alpha"].score.value == pytest.approx(base.mean() + 0.15, abs=0.01)
+    # The figures draw the leaderboard's numbers, the untrained model included
+    data = figure_data(board)
+    for row in board.rows:
+        assert data["score_by_loss"][row.loss] == row.score.value
+        assert data["learning_curve"][row.loss] == {s: board.budgets[s][row.loss].score.value for s in (5, 10)}
+        assert data["cost"][row.loss][1] == row.score.value
+    assert data["score_by_loss"]["untrained model"] == board.baseline.score.value
+    assert data["score_by_dim"] == {}  # one embedding size measured: that figure is not drawn
+    assert set(sweep_figures(board)) >= {"plots/score_by_loss.png", "plots/learning_curves.png", "plots/cost.png"}
+    assert "plots/score_by_dim.png" not in sweep_figures(board)
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_cost_and_score():
+    points = {"cheap": (10.0, 0.40), "dear": (100.0, 0.50), "worse and dearer": (120.0, 0.45), "mid": (50.0, 0.42)}
+    assert pareto(points) == ["cheap", "mid", "dear"]
