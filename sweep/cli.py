@@ -43,6 +43,7 @@ def _quiet_loading(verbose: bool) -> None:
     loading data or a model is not news (`--verbose` keeps them)."""
     if verbose:
         return
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run's files is not news
     import datasets
     import huggingface_hub
     import transformers

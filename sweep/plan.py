@@ -38,6 +38,7 @@ QUERY_RATIO = 0.30  # per-query sd of a loss's difference to the untrained model
 PAIR_QUERY_RATIO = 0.20  # the same for the difference of two losses
 RESIDUAL_RATIO = 0.20  # seed x query sd of one loss / the untrained per-query sd (a pair: sqrt(2) times)
 FAMILIES = ("vs selected", "vs untrained")
+PER_QUERY_TYPES = ("retrieval", "triplet", "classes")  # sets scored per query; STS Spearman is one number
 
 
 @dataclass
@@ -49,6 +50,7 @@ class FamilyPlan:
     components: Components
     source: str
     detectable: dict[int, float] = field(default_factory=dict)  # seeds -> minimum detectable difference
+    half_width: dict[int, float] = field(default_factory=dict)  # seeds -> the 95% interval's half-width
     seeds_needed: int | None = None  # for `effect`, at the set's queries
     queries_needed: int | None = None  # for `effect`, at the spec's (largest) seeds
 
@@ -212,7 +214,9 @@ def make_plan(
     from .tuning import verdict_metric  # Tune's module: only once a plan is made
 
     plan = VerdictPlan(design_seeds(spec), effect)
-    verdict = [ref for ref in spec.verdict_sets()]
+    verdict = [ref for ref in spec.verdict_sets() if ref.type in PER_QUERY_TYPES]
+    if not verdict:
+        return plan
     scored = untrained.scores(spec, [ref.label for ref in verdict])
     for ref in verdict:
         metric = verdict_metric(spec, ref)
@@ -236,6 +240,7 @@ def make_plan(
             for seeds in plan.seeds:
                 design = SimulatedPower(components, seeds, queries, family_plan.alpha, seed=seeds)
                 family_plan.detectable[seeds] = design.detectable()
+                family_plan.half_width[seeds] = design.half_width()
             if effect is not None:
                 family_plan.seeds_needed = seeds_needed(effect, components, queries, family_plan.alpha)
                 most = max(queries, set_plan.available)

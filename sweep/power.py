@@ -129,6 +129,12 @@ class SimulatedPower:
             rejected += min(1.0, 2 * min(below, above)) < self.alpha
         return rejected / len(self.means)
 
+    def half_width(self) -> float:
+        """The median half-width of the verdict's 95% interval for this design."""
+        n = self.deviations.shape[1]
+        low, high = self.deviations[:, int(0.025 * n)], self.deviations[:, min(n - 1, int(0.975 * n))]
+        return float(np.median((high - low) / 2))
+
     def detectable(self, target: float = POWER) -> float:
         """The smallest difference the verdict declares with probability `target` (bisection)."""
         high = max(1e-9, math.sqrt(self.components.variance(self.seeds, self.queries)))
