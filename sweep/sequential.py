@@ -37,7 +37,7 @@ from scipy import stats
 
 from .stats import ALPHA
 
-FUTILITY = 0.10  # stop adding seeds when the chance to detect by `max` falls below this
+FUTILITY = 0.20  # stop adding seeds when the chance to detect by `max` falls below this
 
 
 def spent(alpha: float, t: float) -> float:
