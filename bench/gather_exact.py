@@ -26,11 +26,11 @@ from safetensors.torch import load_file
 
 from lossweep.losses import LossConfig, build_loss
 from lossweep.sweep.data import beir_pairs
+from lossweep.sweep.driver import train
 from lossweep.sweep.models import load_model, tiny_model
 from lossweep.sweep.sampler import epoch_batches, shard
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.step import collate, train_step, trainable_parameters
-from lossweep.sweep.trial import train
+from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
 
 CASES = {
     "MultipleNegativesRankingLoss": {"path": "cranfield", "split": "train"},
@@ -71,7 +71,7 @@ def _step_times(rank: int, world: int, model_dir: str, gathered: bool, steps: in
         features, labels = collate(model, pairs[shard(batch, rank, world)])
         dist.barrier()
         start = time.perf_counter()
-        train_step(loss, optimizer, features, labels, parameters)
+        train_step(Optimisation(loss, optimizer, parameters), features, labels)
         times.append(time.perf_counter() - start)
     if rank == 0:
         Path(out).write_text(",".join(str(t) for t in times[2:]))  # two warm-up steps left out

@@ -33,7 +33,7 @@ def child(loss_name: str, batch: str, model_dir: str) -> None:
     from lossweep.losses import LossConfig, build_loss
     from lossweep.sweep.data import beir_pairs
     from lossweep.sweep.models import load_model
-    from lossweep.sweep.step import collate, train_step, trainable_parameters
+    from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
 
     torch.set_num_threads(2)
     model = load_model(model_dir)
@@ -47,7 +47,7 @@ def child(loss_name: str, batch: str, model_dir: str) -> None:
     rows = pairs.shuffle(seed=0).select([i % len(pairs) for i in range(int(batch))])[:]
     features, labels = collate(model, rows)
     baseline = rss_mb()
-    train_step(loss, optimizer, features, labels, parameters)
+    train_step(Optimisation(loss, optimizer, parameters), features, labels)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak}))
 

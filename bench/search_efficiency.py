@@ -53,7 +53,7 @@ from lossweep.sweep.models import load_model, tiny_model
 from lossweep.sweep.sampler import batches
 from lossweep.sweep.space import build_space, decode_config, grid_configs
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.step import collate, train_step, trainable_parameters
+from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
 
 METRIC = "eval/cranfield/ndcg_at_10"
 TOLERANCE = 0.01  # one NDCG@10 point
@@ -169,7 +169,7 @@ def learning_curve(config: dict[str, Any], model_dir: str, steps: int, rung: int
         if step >= steps:
             break
         features, labels = collate(model, pairs[rows])
-        train_step(loss, optimizer, features, labels, parameters, scheduler=scheduler, max_grad_norm=1.0)
+        train_step(Optimisation(loss, optimizer, parameters, scheduler, max_grad_norm=1.0), features, labels)
         if (step + 1) % rung == 0:
             model.eval()
             with torch.no_grad():

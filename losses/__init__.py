@@ -7,7 +7,17 @@ from .fit import check_dataset, fit_report
 from .formats import DataFormatError, InputFormat, LabelKind, inspect_dataset
 from .gather import average_gradients
 from .params import Param
-from .registry import LOSSES, LossConfig, LossEntry, UnknownLossError, build_loss, config_errors, get_entry
+from .registry import (
+    LOSSES,
+    LossConfig,
+    LossEntry,
+    Sampler,
+    UnknownLossError,
+    build_loss,
+    config_errors,
+    get_entry,
+    replays_forward,
+)
 
 __all__ = [
     "LOSSES",
@@ -17,6 +27,7 @@ __all__ = [
     "LossConfig",
     "LossEntry",
     "Param",
+    "Sampler",
     "UnknownLossError",
     "average_gradients",
     "build_loss",
@@ -25,4 +36,5 @@ __all__ = [
     "fit_report",
     "get_entry",
     "inspect_dataset",
+    "replays_forward",
 ]

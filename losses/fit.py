@@ -15,7 +15,7 @@ from .formats import (
     inspect_dataset,
     mismatch,
 )
-from .registry import LOSSES, LossConfig, LossEntry, get_entry
+from .registry import LOSSES, LossConfig, LossEntry, Sampler, get_entry
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def fit(config: LossConfig | str, data: datasets.Dataset | datasets.Features, sh
         reason, fix = mismatch(fmt, shape), ""
         if reason is None and isinstance(data, datasets.Dataset):
             leaf = get_entry(config.base.name) if entry.modifier and config.base else entry
-            if leaf.sampler == "group_by_label":
+            if leaf.sampler == Sampler.GROUP_BY_LABEL:
                 reason = class_counts_problem(data, shape.label_column)
             elif leaf.label_range is not None and shape.label_column is not None:
                 reason, fix = label_range_problem(leaf, data, shape.label_column) or (None, "")

@@ -10,25 +10,35 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import losses as st
 from torch import nn
 
-from . import gather as g
-from . import params as p
-from .formats import InputFormat, num_classes
-from .formats import LabelKind as L
+from . import gather, params
+from .formats import InputFormat, LabelKind, num_classes
 from .params import Param
 
 PAIRS = InputFormat(("anchor", "positive"))
 PAIRS_OR_TUPLES = InputFormat(("anchor", "positive"), more="negative")
 TRIPLETS = InputFormat(("anchor", "positive", "negative"))
-SCORED_PAIRS = InputFormat(("sentence1", "sentence2"), L.SCORE)
-BINARY_PAIRS = InputFormat(("sentence1", "sentence2"), L.BINARY)
-CLASS_TEXTS = InputFormat(("text",), L.CLASS)
+SCORED_PAIRS = InputFormat(("sentence1", "sentence2"), LabelKind.SCORE)
+BINARY_PAIRS = InputFormat(("sentence1", "sentence2"), LabelKind.BINARY)
+CLASS_TEXTS = InputFormat(("text",), LabelKind.CLASS)
 ANY_TEXTS = InputFormat(("text",), more="text")
+
+
+class Sampler(str, Enum):
+    """How a loss's global batches are drawn (`lossweep.sweep.sampler` builds them across all workers)."""
+
+    RANDOM = "random"
+    NO_DUPLICATES = "no_duplicates"  # no text twice in a batch: a duplicate would be a false negative
+    GROUP_BY_LABEL = "group_by_label"  # every label at least twice: batch-triplet losses need positives
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,11 @@ class LossConfig:
         base = data.get("base")
         return cls(data["name"], dict(data.get("params") or {}), None if base is None else cls.from_dict(base))
 
+    @property
+    def leaf(self) -> LossConfig:
+        """The loss that takes the data: a modifier's base (all the way down), else this one."""
+        return self if self.base is None else self.base.leaf
+
     def label(self) -> str:
         """Short display name, e.g. 'MatryoshkaLoss(MultipleNegativesRankingLoss)'."""
         return self.name if self.base is None else f"{self.name}({self.base.label()})"
@@ -68,7 +83,7 @@ class LossEntry:
     multi_worker: type[nn.Module] | None = None
     native_gather: bool = False
     needs: tuple[str, ...] = ()
-    sampler: str = "random"
+    sampler: Sampler = Sampler.RANDOM
     modifier: bool = False
     constraints: Callable[[dict[str, Any]], list[str]] | None = None
     build: Callable[..., nn.Module] | None = None
@@ -207,14 +222,14 @@ def _build_adaptive(cls, model: SentenceTransformer, kwargs: dict[str, Any], bas
 
 
 def _entries() -> list[LossEntry]:
-    mnrl_params = p.mnrl_family(cached=False, symmetric=False)
+    mnrl_params = params.mnrl_family(cached=False, symmetric=False)
     return [
         LossEntry(
             "AdaptiveLayerLoss",
             st.AdaptiveLayerLoss,
             "Trains the base loss on earlier layers too, so the model can be cut to fewer layers.",
             formats=(),
-            params=p.adaptive_layer(),
+            params=params.adaptive_layer(),
             modifier=True,
             build=_build_adaptive,
             cuts_layers=True,
@@ -224,60 +239,60 @@ def _entries() -> list[LossEntry]:
             st.AnglELoss,
             "CoSENT ranking of pairs by angle difference in complex space.",
             formats=(SCORED_PAIRS, InputFormat(("anchor", "positive", "negative"), more="negative")),
-            params=(p.scale(),),
+            params=(params.scale(),),
             in_batch=True,
-            multi_worker=g.GatheredAnglELoss,
+            multi_worker=gather.GatheredAnglELoss,
         ),
         LossEntry(
             "BatchAllTripletLoss",
             st.BatchAllTripletLoss,
             "Mean over all valid triplets mined in the batch.",
             formats=(CLASS_TEXTS,),
-            params=p.batch_triplet(margin=True),
+            params=params.batch_triplet(margin=True),
             in_batch=True,
-            multi_worker=g.GatheredBatchAllTripletLoss,
-            sampler="group_by_label",
+            multi_worker=gather.GatheredBatchAllTripletLoss,
+            sampler=Sampler.GROUP_BY_LABEL,
         ),
         LossEntry(
             "BatchHardSoftMarginTripletLoss",
             st.BatchHardSoftMarginTripletLoss,
             "Hardest positive and negative per anchor, soft margin (no margin to tune).",
             formats=(CLASS_TEXTS,),
-            params=p.batch_triplet(margin=False),
+            params=params.batch_triplet(margin=False),
             in_batch=True,
-            multi_worker=g.GatheredBatchHardSoftMarginTripletLoss,
-            sampler="group_by_label",
+            multi_worker=gather.GatheredBatchHardSoftMarginTripletLoss,
+            sampler=Sampler.GROUP_BY_LABEL,
         ),
         LossEntry(
             "BatchHardTripletLoss",
             st.BatchHardTripletLoss,
             "Hardest positive and negative per anchor in the batch.",
             formats=(CLASS_TEXTS,),
-            params=p.batch_triplet(margin=True),
+            params=params.batch_triplet(margin=True),
             in_batch=True,
-            multi_worker=g.GatheredBatchHardTripletLoss,
-            sampler="group_by_label",
+            multi_worker=gather.GatheredBatchHardTripletLoss,
+            sampler=Sampler.GROUP_BY_LABEL,
         ),
         LossEntry(
             "BatchSemiHardTripletLoss",
             st.BatchSemiHardTripletLoss,
             "Semi-hard negatives (farther than the positive, within the margin) mined in the batch.",
             formats=(CLASS_TEXTS,),
-            params=p.batch_triplet(margin=True),
+            params=params.batch_triplet(margin=True),
             in_batch=True,
-            multi_worker=g.GatheredBatchSemiHardTripletLoss,
-            sampler="group_by_label",
+            multi_worker=gather.GatheredBatchSemiHardTripletLoss,
+            sampler=Sampler.GROUP_BY_LABEL,
         ),
         LossEntry(
             "CachedGISTEmbedLoss",
             st.CachedGISTEmbedLoss,
             "GIST with GradCache: guide-filtered in-batch negatives at large batch, bounded memory.",
             formats=(PAIRS_OR_TUPLES,),
-            params=p.gist_family(cached=True),
+            params=params.gist_family(cached=True),
             in_batch=True,
-            multi_worker=g.GatheredCachedGISTEmbedLoss,
+            multi_worker=gather.GatheredCachedGISTEmbedLoss,
             needs=("guide model",),
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
             build=_build_gist,
             same_objective_as="GISTEmbedLoss",
             gradient_cache=_always,
@@ -287,10 +302,10 @@ def _entries() -> list[LossEntry]:
             st.CachedMultipleNegativesRankingLoss,
             "MNRL with GradCache: the same loss at any batch size in bounded memory.",
             formats=(PAIRS_OR_TUPLES,),
-            params=p.mnrl_family(cached=True, symmetric=False),
+            params=params.mnrl_family(cached=True, symmetric=False),
             in_batch=True,
             native_gather=True,
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
             constraints=_mnrl_constraints,
             same_objective_as="MultipleNegativesRankingLoss",
             gradient_cache=_always,
@@ -300,10 +315,10 @@ def _entries() -> list[LossEntry]:
             st.CachedMultipleNegativesSymmetricRankingLoss,
             "Symmetric MNRL (query->doc and doc->query) with GradCache.",
             formats=(PAIRS,),
-            params=p.mnrl_family(cached=True, symmetric=True),
+            params=params.mnrl_family(cached=True, symmetric=True),
             in_batch=True,
             native_gather=True,
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
             same_objective_as="MultipleNegativesSymmetricRankingLoss",
             gradient_cache=_always,
         ),
@@ -313,18 +328,18 @@ def _entries() -> list[LossEntry]:
             "Pulls positive pairs together, pushes negatives past a margin.",
             formats=(BINARY_PAIRS,),
             params=(
-                Param("distance_metric", "choice", "cosine", objects=p.SIAMESE_DISTANCE),
+                Param("distance_metric", "choice", "cosine", objects=params.SIAMESE_DISTANCE),
                 Param("margin", "float", 0.5, (0.1, 2.0), log=True, gt=0),
                 Param("size_average", "bool", True, tune=False, doc="mean (true) or sum over the batch"),
             ),
-            multi_worker=g.GatheredContrastiveLoss,
+            multi_worker=gather.GatheredContrastiveLoss,
         ),
         LossEntry(
             "ContrastiveTensionLoss",
             st.ContrastiveTensionLoss,
             "Unsupervised: two encoders agree on identical sentences (label 1), not on others (0).",
-            formats=(InputFormat(("sentence1", "sentence2"), L.BINARY),),
-            multi_worker=g.GatheredContrastiveTensionLoss,
+            formats=(InputFormat(("sentence1", "sentence2"), LabelKind.BINARY),),
+            multi_worker=gather.GatheredContrastiveTensionLoss,
             breaks_truncation=TRUNCATED_SECOND_ENCODER,
         ),
         LossEntry(
@@ -332,10 +347,10 @@ def _entries() -> list[LossEntry]:
             st.ContrastiveTensionLossInBatchNegatives,
             "Unsupervised: two encoders of the same sentence are positives, the rest of the batch negatives.",
             formats=(InputFormat(("text",)),),
-            params=(p.scale(), p.similarity()),
+            params=(params.scale(), params.similarity()),
             in_batch=True,
-            multi_worker=g.GatheredContrastiveTensionLossInBatchNegatives,
-            sampler="no_duplicates",
+            multi_worker=gather.GatheredContrastiveTensionLossInBatchNegatives,
+            sampler=Sampler.NO_DUPLICATES,
             breaks_truncation=TRUNCATED_SECOND_ENCODER,
         ),
         LossEntry(
@@ -343,16 +358,16 @@ def _entries() -> list[LossEntry]:
             st.CoSENTLoss,
             "Ranks every pair of the batch by its gold score (consistent sentence).",
             formats=(SCORED_PAIRS,),
-            params=(p.scale(), p.pairwise_similarity("pairwise_cos_sim", ("pairwise_cos_sim",))),
+            params=(params.scale(), params.pairwise_similarity("pairwise_cos_sim", ("pairwise_cos_sim",))),
             in_batch=True,
-            multi_worker=g.GatheredCoSENTLoss,
+            multi_worker=gather.GatheredCoSENTLoss,
         ),
         LossEntry(
             "CosineSimilarityLoss",
             st.CosineSimilarityLoss,
             "Regresses the cosine of each pair onto its score.",
             formats=(SCORED_PAIRS,),
-            params=(Param("loss_fct", "choice", "mse", objects=p.REGRESSION_LOSS),),
+            params=(Param("loss_fct", "choice", "mse", objects=params.REGRESSION_LOSS),),
             label_range=(-1.0, 1.0),
         ),
         LossEntry(
@@ -364,7 +379,7 @@ def _entries() -> list[LossEntry]:
                 Param("decoder_name_or_path", "str", None, tune=False, doc="null: the encoder itself (tied)"),
                 Param("tie_encoder_decoder", "bool", True, tune=False),
             ),
-            multi_worker=g.TokenWeightedDenoisingAutoEncoderLoss,
+            multi_worker=gather.TokenWeightedDenoisingAutoEncoderLoss,
             needs=("decoder (the encoder by default)",),
             breaks_truncation="its decoder cross-attends to full-size sentence embeddings",
         ),
@@ -372,9 +387,9 @@ def _entries() -> list[LossEntry]:
             "DistillKLDivLoss",
             st.DistillKLDivLoss,
             "KL divergence from teacher to student candidate scores.",
-            formats=(InputFormat(("query", "positive", "negative"), L.TEACHER_SCORES, more="negative"),),
+            formats=(InputFormat(("query", "positive", "negative"), LabelKind.TEACHER_SCORES, more="negative"),),
             params=(
-                p.pairwise_similarity("pairwise_dot_score", ("pairwise_dot_score", "pairwise_cos_sim")),
+                params.pairwise_similarity("pairwise_dot_score", ("pairwise_dot_score", "pairwise_cos_sim")),
                 Param("temperature", "float", 1.0, (0.05, 5.0), log=True, gt=0),
                 Param("student_temperature", "float", None, tune=False, gt=0),
                 Param("teacher_temperature", "float", None, tune=False, gt=0),
@@ -385,7 +400,7 @@ def _entries() -> list[LossEntry]:
             "EmbedDistillLoss",
             st.EmbedDistillLoss,
             "Matches the student's embeddings to a teacher's.",
-            formats=(InputFormat(("text",), L.TEACHER_EMBEDDINGS, more="text"),),
+            formats=(InputFormat(("text",), LabelKind.TEACHER_EMBEDDINGS, more="text"),),
             params=(
                 Param("distance_metric", "choice", "cosine", choices=("mse", "l2", "cosine")),
                 Param("projection_dim", "int", None, tune=False, gt=0, doc="teacher size when it differs"),
@@ -397,11 +412,11 @@ def _entries() -> list[LossEntry]:
             st.GISTEmbedLoss,
             "MNRL whose in-batch negatives a guide model filters for false negatives.",
             formats=(InputFormat(("anchor", "positive"), more="negative", max_more=1),),
-            params=p.gist_family(cached=False),
+            params=params.gist_family(cached=False),
             in_batch=True,
-            multi_worker=g.GatheredGISTEmbedLoss,
+            multi_worker=gather.GatheredGISTEmbedLoss,
             needs=("guide model",),
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
             build=_build_gist,
         ),
         LossEntry(
@@ -410,13 +425,13 @@ def _entries() -> list[LossEntry]:
             "Spreads embeddings out: penalises mean and second moment of in-batch similarities.",
             formats=(ANY_TEXTS,),
             params=(
-                Param("similarity_fct", "choice", "cos_sim", objects=p.SIMILARITY, tune=False),
+                Param("similarity_fct", "choice", "cos_sim", objects=params.SIMILARITY, tune=False),
                 Param("mean_weight", "float", 1.0, (0.1, 2.0), ge=0),
                 Param("second_moment_weight", "float", 1.0, (0.1, 2.0), ge=0),
                 Param("aggregation", "choice", "mean", choices=("mean", "sum")),
             ),
             in_batch=True,
-            multi_worker=g.GatheredGlobalOrthogonalRegularizationLoss,
+            multi_worker=gather.GatheredGlobalOrthogonalRegularizationLoss,
             constraints=_gor_constraints,
             named_components=True,
         ),
@@ -424,8 +439,8 @@ def _entries() -> list[LossEntry]:
             "MarginMSELoss",
             st.MarginMSELoss,
             "Regresses the student's score margins onto a teacher's.",
-            formats=(InputFormat(("query", "positive", "negative"), L.TEACHER_MARGINS, more="negative"),),
-            params=(p.pairwise_similarity("pairwise_dot_score", ("pairwise_dot_score", "pairwise_cos_sim")),),
+            formats=(InputFormat(("query", "positive", "negative"), LabelKind.TEACHER_MARGINS, more="negative"),),
+            params=(params.pairwise_similarity("pairwise_dot_score", ("pairwise_dot_score", "pairwise_cos_sim")),),
             needs=("teacher margins",),
         ),
         LossEntry(
@@ -433,7 +448,7 @@ def _entries() -> list[LossEntry]:
             st.MatryoshkaLoss,
             "Trains the base loss at several embedding sizes, so embeddings can be truncated.",
             formats=(),
-            params=p.matryoshka(n_dims_per_step=-1),
+            params=params.matryoshka(n_dims_per_step=-1),
             modifier=True,
             constraints=_matryoshka_constraints,
             build=_build_matryoshka,
@@ -444,7 +459,7 @@ def _entries() -> list[LossEntry]:
             st.Matryoshka2dLoss,
             "Matryoshka over embedding sizes and over layers at once.",
             formats=(),
-            params=p.matryoshka(n_dims_per_step=1) + p.adaptive_layer(),
+            params=params.matryoshka(n_dims_per_step=1) + params.adaptive_layer(),
             modifier=True,
             constraints=_matryoshka_constraints,
             build=_build_matryoshka,
@@ -460,18 +475,18 @@ def _entries() -> list[LossEntry]:
                 Param("positive_margin", "float", 0.8, (0.5, 1.0)),
                 Param("negative_margin", "float", 0.3, (0.0, 0.5)),
                 Param("use_mini_batched_version", "bool", True, tune=False),
-                p.mini_batch_size(50),
+                params.mini_batch_size(50),
             ),
             in_batch=True,
-            multi_worker=g.GatheredMegaBatchMarginLoss,
-            sampler="no_duplicates",
+            multi_worker=gather.GatheredMegaBatchMarginLoss,
+            sampler=Sampler.NO_DUPLICATES,
             gradient_cache=_mini_batched,
         ),
         LossEntry(
             "MSELoss",
             st.MSELoss,
             "Mean squared error to teacher embeddings (multilingual distillation).",
-            formats=(InputFormat(("text",), L.TEACHER_EMBEDDINGS, more="text"),),
+            formats=(InputFormat(("text",), LabelKind.TEACHER_EMBEDDINGS, more="text"),),
             params=(Param("projection_dim", "int", None, tune=False, gt=0),),
             needs=("teacher embeddings",),
         ),
@@ -483,7 +498,7 @@ def _entries() -> list[LossEntry]:
             params=mnrl_params,
             in_batch=True,
             native_gather=True,
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
             constraints=_mnrl_constraints,
         ),
         LossEntry(
@@ -491,10 +506,10 @@ def _entries() -> list[LossEntry]:
             st.MultipleNegativesSymmetricRankingLoss,
             "InfoNCE in both directions: query->doc and doc->query.",
             formats=(PAIRS,),
-            params=p.mnrl_family(cached=False, symmetric=True),
+            params=params.mnrl_family(cached=False, symmetric=True),
             in_batch=True,
             native_gather=True,
-            sampler="no_duplicates",
+            sampler=Sampler.NO_DUPLICATES,
         ),
         LossEntry(
             "OnlineContrastiveLoss",
@@ -502,17 +517,17 @@ def _entries() -> list[LossEntry]:
             "Contrastive loss on the hard positive and hard negative pairs of the batch only.",
             formats=(BINARY_PAIRS,),
             params=(
-                Param("distance_metric", "choice", "cosine", objects=p.SIAMESE_DISTANCE),
+                Param("distance_metric", "choice", "cosine", objects=params.SIAMESE_DISTANCE),
                 Param("margin", "float", 0.5, (0.1, 2.0), log=True, gt=0),
             ),
             in_batch=True,
-            multi_worker=g.GatheredOnlineContrastiveLoss,
+            multi_worker=gather.GatheredOnlineContrastiveLoss,
         ),
         LossEntry(
             "SoftmaxLoss",
             st.SoftmaxLoss,
             "Classifier on (u, v, |u-v|) of a pair, as in SBERT's NLI training.",
-            formats=(InputFormat(("sentence1", "sentence2"), L.CLASS),),
+            formats=(InputFormat(("sentence1", "sentence2"), LabelKind.CLASS),),
             params=(
                 Param(
                     "num_labels",
@@ -538,7 +553,7 @@ def _entries() -> list[LossEntry]:
             "Anchor closer to its positive than to its negative by a margin.",
             formats=(TRIPLETS,),
             params=(
-                Param("distance_metric", "choice", "euclidean", objects=p.TRIPLET_DISTANCE),
+                Param("distance_metric", "choice", "euclidean", objects=params.TRIPLET_DISTANCE),
                 Param("triplet_margin", "float", 5.0, (0.1, 10.0), log=True, gt=0),
             ),
         ),
@@ -563,6 +578,14 @@ def get_entry(name: str) -> LossEntry:
         close = difflib.get_close_matches(name, LOSSES, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `lossweep losses` for the list"
         raise UnknownLossError(f"unknown loss {name!r}: {hint}") from None
+
+
+def replays_forward(config: LossConfig) -> bool:
+    """Whether the loss (or the base a modifier wraps) back-propagates through a GradCache hook, which
+    runs the model again inside the backward pass."""
+    leaf = config.leaf
+    cache = get_entry(leaf.name).gradient_cache
+    return bool(cache and cache(leaf.params))
 
 
 def config_errors(config: LossConfig, path: str = "loss") -> list[str]:
@@ -624,7 +647,7 @@ def build_loss(
     if errors:
         raise ValueError("invalid loss config:\n  " + "\n  ".join(errors))
     if distributed is None:
-        distributed = g.world_size() > 1
+        distributed = gather.world_size() > 1
     entry = get_entry(config.name)
     values = resolve_params(entry, config.params)
     kwargs = {key: entry.param(key).resolve(value) for key, value in values.items()}

@@ -197,9 +197,10 @@ def train_command(args: argparse.Namespace) -> int:
     """Validate, train on Ray (local, or the cluster in RAY_ADDRESS) with a progress bar, print the
     metrics and where the MLflow run is; Ray's own output goes to a log file."""
     from lossweep.sweep.console import TrainProgress, log_path, terminal
+    from lossweep.sweep.driver import train
+    from lossweep.sweep.metrics import is_eval
     from lossweep.sweep.runs import TrialFailed
     from lossweep.sweep.spec import SpecError
-    from lossweep.sweep.trial import train
 
     try:
         spec = _load(args.spec)
@@ -225,7 +226,7 @@ def train_command(args: argparse.Namespace) -> int:
             term.err.print("interrupted: the MLflow run is marked KILLED; its last checkpoint is kept")
             return INTERRUPTED
         term.out.print("finished:", markup=False)
-        for name in sorted(k for k in result.metrics if k.startswith("eval/") and "/dim_" not in k):
+        for name in sorted(k for k in result.metrics if is_eval(k) and "/dim_" not in k):
             term.out.print(f"  {name} = {result.metrics[name]:.4f}", markup=False, highlight=False)
         for line in result.links:
             term.out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -29,8 +29,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .leaderboard import readable
+from .metrics import TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
 from .protocol import Phase, Tag, TrialState
-from .space import decode_config
+from .space import TrialConfig
 from .tracking import Tracker
 
 POLL_SECONDS = 2.0
@@ -254,7 +255,7 @@ class SweepMonitor:
         metrics, tags = run.data.metrics, run.data.tags
         config = _config(run)
         shown = config if differing is None else {k: v for k, v in config.items() if k in differing}
-        step = metrics.get("train/step")
+        step = metrics.get(TRAIN_STEP)
         end = run.info.end_time / 1000 if run.info.end_time else time.time()
         score = metrics.get(self.plan.metric)
         return {
@@ -263,7 +264,7 @@ class SweepMonitor:
             "loss": tags.get(Tag.LOSS, "?"),
             "config": readable(shown),
             "step": f"{int(step) if step is not None else 0}/{self.plan.steps}",
-            "loss_value": "" if "train/loss" not in metrics else f"{metrics['train/loss']:.4f}",
+            "loss_value": "" if TRAIN_LOSS not in metrics else f"{metrics[TRAIN_LOSS]:.4f}",
             "metric": self.plan.metric.split("/", 2)[-1],
             "score": "" if score is None else f"{score:.4f}",
             "state": tags.get(Tag.STATE, TrialState.RUNNING),
@@ -273,9 +274,7 @@ class SweepMonitor:
 
 def _config(run) -> dict:
     """A trial's sampled values, flat (`scale`, `learning_rate`, ...)."""
-    config = decode_config(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
-    loss = config.get("loss")
-    return dict(config.get(loss) or {}) | dict(config.get("shared") or {}) | dict(config.get("negatives") or {})
+    return TrialConfig.of_run(run).flat()
 
 
 def _differing(configs: list[dict]) -> set[str]:
@@ -342,10 +341,10 @@ class TrainProgress:
         total = run.data.tags.get(Tag.TOTAL_STEPS)
         if total:
             self.progress.update(self.task, total=int(total))
-        if "train/step" in metrics:
+        if TRAIN_STEP in metrics:
             self.progress.update(
                 self.task,
-                completed=int(metrics["train/step"]),
-                loss=f"{metrics.get('train/loss', float('nan')):.4f}",
-                speed=f"{metrics.get('train/samples_per_second', float('nan')):.1f}",
+                completed=int(metrics[TRAIN_STEP]),
+                loss=f"{metrics.get(TRAIN_LOSS, float('nan')):.4f}",
+                speed=f"{metrics.get(TRAIN_SAMPLES_PER_SECOND, float('nan')):.1f}",
             )

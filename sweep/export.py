@@ -16,8 +16,11 @@ import mlflow
 from sentence_transformers import SentenceTransformer
 
 from . import storage
+from .metrics import is_eval
 from .protocol import Tag
 from .report import SweepNotFound, find_sweep
+from .runs import LOSS_LABEL
+from .spec import Params
 from .tracking import RUN_ID, Tracker, active_uri, redact
 
 
@@ -56,17 +59,18 @@ def model_card(run, metrics: dict[str, float]) -> str:
         for k, v in sorted(params.items())
         if k.startswith("loss.params.") or k.startswith("loss.base.")
     }
-    label = params.get("loss.label", params.get("loss.name", "?"))
+    label = params.get(LOSS_LABEL, params.get(Params.LOSS_NAME, "?"))
+    data = params.get(Params.TRAIN_PATH) or params.get(Params.TRAIN_HUB)
     lines = [
         "---",
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
-        "tags: [sentence-transformers, lossweep, " + params.get("loss.name", "loss") + "]",
+        "tags: [sentence-transformers, lossweep, " + params.get(Params.LOSS_NAME, "loss") + "]",
         "---",
         "",
         f"# {run.info.run_name}",
         "",
-        f"Fine-tuned from `{params.get('model', '?')}` by lossweep with **{label}**.",
+        f"Fine-tuned from `{params.get(Params.MODEL, '?')}` by lossweep with **{label}**.",
         "",
         "## Loss and parameters",
         "",
@@ -83,14 +87,14 @@ def model_card(run, metrics: dict[str, float]) -> str:
             for k in sorted(params)
             if k.startswith(("training.", "resources.", "matryoshka_dims"))
         ],
-        f"| data | {params.get('train.path') or params.get('train.hub')} (split {params.get('train.split')}) |",
+        f"| data | {data} (split {params.get(Params.TRAIN_SPLIT)}) |",
         f"| data fingerprint | {run.data.tags.get(Tag.DATA_FINGERPRINT, '?')} |",
         "",
         "## Evaluation (final step)",
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith("eval/")],
+        *[f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if is_eval(k)],
         "",
         f"MLflow run `{run.info.run_id}`; reproduce it with `lossweep reproduce {run.info.run_id}`.",
         "",

@@ -20,7 +20,7 @@ import optuna  # noqa: E402
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 
 from .protocol import Phase, Tag, TrialState  # noqa: E402
-from .space import decode_config  # noqa: E402
+from .space import TrialConfig  # noqa: E402
 
 MIN_TRIALS = 3  # fewer completed trials explain nothing
 
@@ -34,10 +34,9 @@ def studies(runs: list, metric: str, space: dict[str, Any]) -> dict[str, optuna.
             continue
         if metric not in run.data.metrics:
             continue
-        config = decode_config(json.loads(tags.get(Tag.TRIAL_CONFIG, "{}")))
-        loss = config.get("loss", tags.get(Tag.LOSS, "?"))
-        values = dict(config.get(loss) or {}) | {f"shared.{k}": v for k, v in (config.get("shared") or {}).items()}
-        by_loss[loss].append((values, run.data.metrics[metric]))
+        config = TrialConfig.of_run(run)
+        loss = config.loss if config.loss != "?" else tags.get(Tag.LOSS, "?")
+        by_loss[loss].append((config.flat(qualified=True), run.data.metrics[metric]))
     out = {}
     for loss, trials in by_loss.items():
         distributions = _distributions(loss, trials, space)
@@ -63,6 +62,7 @@ def _distributions(loss: str, trials: list[tuple[dict, float]], space: dict[str,
     """The searched dimensions of a loss (and the shared ones) that its trials actually varied."""
     searched = dict(space.get("losses", {}).get(loss, {}).get("searched", {}))
     searched |= {f"shared.{k}": v for k, v in space.get("shared", {}).items()}
+    searched |= {f"negatives.{k}": v for k, v in space.get("negatives", {}).items()}  # mining knobs, searched
     out: dict[str, BaseDistribution] = {}
     for name, dim in searched.items():
         seen = [values[name] for values, _ in trials if name in values]

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import datasets
 
-from lossweep.losses import DataFormatError, LabelKind, check_dataset, get_entry, inspect_dataset
+from lossweep.losses import DataFormatError, LabelKind, Sampler, check_dataset, get_entry, inspect_dataset
 from lossweep.losses.fit import fit
 from lossweep.losses.formats import LABEL_COLUMNS
 
-from . import data as d
-from . import holdout, storage
-from . import negatives as neg
+from . import data, holdout, negatives, storage
 from .models import ModelError, load_model, model_dimension, model_fingerprint, model_problem, resolve_model
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
@@ -30,7 +28,7 @@ from .tracking import DataInput
 
 def data_dir(spec: Spec) -> Path:
     """The spec's data_dir, else `$LOSSWEEP_DATA_DIR`, else ../shared/data."""
-    return Path(spec.data_dir).expanduser() if spec.data_dir else d.default_data_dir()
+    return Path(spec.data_dir).expanduser() if spec.data_dir else data.default_data_dir()
 
 
 def resolve_paths(spec: Spec) -> Spec:
@@ -48,16 +46,16 @@ def resolve_paths(spec: Spec) -> Spec:
 
 
 def _local_path(ref: DataRef | EvalRef, spec: Spec) -> Path:
-    origin = "the spec's data_dir" if spec.data_dir else d.data_dir_origin()
-    return d.locate(ref.path, data_dir(spec), origin)
+    origin = "the spec's data_dir" if spec.data_dir else data.data_dir_origin()
+    return data.locate(ref.path, data_dir(spec), origin)
 
 
 def load_ref(ref: DataRef | EvalRef, spec: Spec) -> datasets.Dataset:
     """The rows a data reference names (local path or hub id), columns renamed as it asks, cut to `limit`."""
     if ref.hub is not None:
-        dataset = d.load_hub(ref.hub, ref.split, ref.subset)
+        dataset = data.load_hub(ref.hub, ref.split, ref.subset)
     else:
-        dataset = d.load_local(_local_path(ref, spec), ref.split, ref.view, spec.training.seed)
+        dataset = data.load_local(_local_path(ref, spec), ref.split, ref.view, spec.training.seed)
     dataset = _renamed(dataset, ref)
     return dataset.select(range(min(ref.limit, len(dataset)))) if ref.limit else dataset
 
@@ -66,13 +64,13 @@ def _renamed(dataset: datasets.Dataset, ref: DataRef | EvalRef) -> datasets.Data
     """`columns` renamed (old: new), and a label column of strings turned into class ids on request."""
     missing = [old for old in ref.columns if old not in dataset.column_names]
     if missing:
-        raise d.DataError(f"columns: {missing} not in the data, whose columns are {dataset.column_names}")
+        raise data.DataError(f"columns: {missing} not in the data, whose columns are {dataset.column_names}")
     if ref.columns:
         dataset = dataset.rename_columns(dict(ref.columns))
     if ref.encode_labels:
         label = next((c for c in dataset.column_names if c in LABEL_COLUMNS), None)
         if label is None:
-            raise d.DataError(f"encode_labels: the data has no label column (columns {dataset.column_names})")
+            raise data.DataError(f"encode_labels: the data has no label column (columns {dataset.column_names})")
         if isinstance(dataset.features[label], datasets.Value) and dataset.features[label].dtype == "string":
             dataset = dataset.class_encode_column(label)
     return dataset
@@ -81,14 +79,14 @@ def _renamed(dataset: datasets.Dataset, ref: DataRef | EvalRef) -> datasets.Data
 def _beir_folder(ref: DataRef | EvalRef, spec: Spec) -> bool:
     """Whether a reference names a BEIR folder (or an MTEB-layout hub dataset), whatever its view."""
     if ref.hub is not None:
-        return d.hub_is_retrieval(ref.hub)
+        return data.hub_is_retrieval(ref.hub)
     return (_local_path(ref, spec) / "corpus.jsonl").is_file()
 
 
-def _load_beir(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None = None) -> d.RetrievalSet:
+def _load_beir(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None = None) -> data.RetrievalSet:
     if ref.hub is not None:
-        return d.load_beir_hub(ref.hub, split, limit)
-    return d.load_beir(_local_path(ref, spec), split, limit)
+        return data.load_beir_hub(ref.hub, split, limit)
+    return data.load_beir(_local_path(ref, spec), split, limit)
 
 
 def train_documents(spec: Spec) -> list[str]:
@@ -100,16 +98,16 @@ def train_documents(spec: Spec) -> list[str]:
     return [text for column in texts for text in rows[column] if isinstance(text, str)]
 
 
-def _load_retrieval(ref: EvalRef, spec: Spec) -> d.RetrievalSet:
+def _load_retrieval(ref: EvalRef, spec: Spec) -> data.RetrievalSet:
     """A retrieval eval set: a BEIR folder's split (a view turns the folder into rows), or rows of
     pairs whose corpus is their documents plus, unless `corpus: own`, the training data's."""
     if ref.view is None and _beir_folder(ref, spec):
         if ref.corpus is not None:
-            raise d.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder searches its corpus")
+            raise data.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder has its corpus")
         return _load_beir(ref, spec, ref.split, ref.limit)
     rows = load_ref(ref, spec)
     documents = train_documents(spec) if (ref.corpus or "with_train") == "with_train" else []
-    return d.rows_retrieval(rows, documents, source=_where(ref))
+    return data.rows_retrieval(rows, documents, source=_where(ref))
 
 
 def train_pairs(spec: Spec) -> datasets.Dataset:
@@ -123,7 +121,7 @@ def train_dataset(spec: Spec) -> datasets.Dataset:
     dataset = train_pairs(spec)
     if uses_negatives(spec, dataset.features):
         directory = negatives_dir(spec, mining_input(spec, dataset))
-        dataset = neg.shape(neg.read(directory), negatives_shape(spec))
+        dataset = negatives.shape(negatives.read(directory), negatives_shape(spec))
     if spec.teacher and "label" not in dataset.column_names:
         entry = get_entry(spec.loss.leaf)
         wants = {fmt.label for fmt in entry.formats}
@@ -140,7 +138,7 @@ def train_dataset(spec: Spec) -> datasets.Dataset:
 
 def negatives_shape(spec: Spec) -> str | None:
     """The mined shape the spec's loss takes, or None."""
-    return neg.shape_for(spec.loss.leaf, spec.negatives.shape if spec.negatives else "auto")
+    return negatives.shape_for(spec.loss.leaf, spec.negatives.shape if spec.negatives else "auto")
 
 
 def uses_negatives(spec: Spec, pairs: datasets.Features) -> bool:
@@ -153,23 +151,23 @@ def uses_negatives(spec: Spec, pairs: datasets.Features) -> bool:
     return not fit(spec.loss.leaf, pairs).ok and negatives_shape(spec) is not None
 
 
-def mining_input(spec: Spec, pairs: datasets.Dataset) -> neg.MiningInput:
+def mining_input(spec: Spec, pairs: datasets.Dataset) -> negatives.MiningInput:
     """What mining needs: the training pairs, the corpus to mine from and, per anchor, every document
     judged relevant to its query. A BEIR folder gives its whole corpus and its judgements; rows of
     pairs give their documents (the corpus `type: retrieval` builds from them), and sentence-
     transformers never mines a document the rows pair with the same anchor."""
     ref = spec.train
     if not _beir_folder(ref, spec) or ref.view not in (None, "pairs", "top-pairs"):
-        return neg.MiningInput(pairs, None, {})
+        return negatives.MiningInput(pairs, None, {})
     judged = _load_beir(ref, spec, ref.split)
     relevant = {judged.queries[q]: {judged.corpus[doc] for doc in docs} for q, docs in judged.qrels.items()}
-    return neg.MiningInput(pairs, list(judged.corpus.values()), relevant)
+    return negatives.MiningInput(pairs, list(judged.corpus.values()), relevant)
 
 
-def negatives_dir(spec: Spec, inputs: neg.MiningInput) -> str:
+def negatives_dir(spec: Spec, inputs: negatives.MiningInput) -> str:
     """Where the negatives this spec asks for are (or will be) cached."""
-    knobs = neg.knobs(spec)
-    return neg.cache_dir(spec.output_dir, neg.cache_key(inputs, knobs, model_fingerprint(knobs.model)))
+    knobs = negatives.knobs(spec)
+    return negatives.cache_dir(spec.output_dir, negatives.cache_key(inputs, knobs, model_fingerprint(knobs.model)))
 
 
 def _negatives_problems(spec: Spec, pairs: datasets.Dataset, variants: list[Spec]) -> list[str]:
@@ -177,7 +175,7 @@ def _negatives_problems(spec: Spec, pairs: datasets.Dataset, variants: list[Spec
     inputs = mining_input(spec, pairs)
     found: list[str] = []
     for variant in variants:
-        for problem in neg.problems(inputs, neg.knobs(variant), resolve_model):
+        for problem in negatives.problems(inputs, negatives.knobs(variant), resolve_model):
             if problem not in found:
                 found.append(problem)
     return found
@@ -191,7 +189,7 @@ class EvalSet:
     """A loaded evaluation set: a retrieval split, or rows (scored pairs, triplets, class-labelled texts)."""
 
     ref: EvalRef
-    retrieval: d.RetrievalSet | None = None
+    retrieval: data.RetrievalSet | None = None
     rows: datasets.Dataset | None = None
 
 
@@ -206,12 +204,12 @@ def _without_holdout(dataset: datasets.Dataset, spec: Spec) -> datasets.Dataset:
     return holdout.without_rows(dataset, _carved_rows(ref, dataset))
 
 
-def _carved_retrieval(ref: EvalRef, spec: Spec, train: datasets.Dataset | None = None) -> d.RetrievalSet:
+def _carved_retrieval(ref: EvalRef, spec: Spec, train: datasets.Dataset | None = None) -> data.RetrievalSet:
     """Held-out training queries: a BEIR folder's (searching its corpus) or distinct anchors of pairs."""
     size, seed = ref.from_train.size, ref.from_train.seed
     if _beir_folder(spec.train, spec):
         if ref.corpus is not None:
-            raise d.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder searches its corpus")
+            raise data.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder has its corpus")
         return holdout.validation_retrieval(_load_beir(spec.train, spec, spec.train.split), size, seed)
     rows = train if train is not None else load_ref(spec.train, spec)
     return holdout.validation_pairs(rows, size, seed, own_corpus=ref.corpus == "own")
@@ -223,7 +221,8 @@ def _carved_rows(ref: EvalRef, train: datasets.Dataset) -> list[int]:
     if ref.type == "classes":
         label = next((c for c in train.column_names if c in LABEL_COLUMNS), None)
         if label is None:
-            raise d.DataError(f"from_train: classes are carved from class-labelled texts; found {train.column_names}")
+            found = train.column_names
+            raise data.DataError(f"from_train: classes are carved from class-labelled texts; found {found}")
         return holdout.sample_stratified(train[label], size, seed)
     return holdout.sample_rows(len(train), size, seed)
 
@@ -256,15 +255,15 @@ def _check_rows(ref: EvalRef, rows: datasets.Dataset) -> None:
     texts = [c for c in rows.column_names if c != label]
     if len(texts) != count or (needs_label and label is None) or (not needs_label and label is not None):
         hint = " (rename them with `columns`, e.g. {category: label})" if ref.type == "classes" else ""
-        raise d.DataError(
+        raise data.DataError(
             f"{_where(ref)}: {ref.type} evaluation needs rows {layout}; found columns {rows.column_names}{hint}"
         )
     shape = inspect_dataset(rows)
     problems = [p for p in shape.problems if not (ref.type == "classes" and "holds strings" in p)]
     if problems:
-        raise d.DataError(f"{_where(ref)}: {'; '.join(problems)}")
+        raise data.DataError(f"{_where(ref)}: {'; '.join(problems)}")
     if ref.type == "classes" and len(set(rows[label])) == len(rows):
-        raise d.DataError(f"{_where(ref)}: every text has a class of its own; each text needs another of its class")
+        raise data.DataError(f"{_where(ref)}: every text has a class of its own; each text needs another of its class")
 
 
 def _where(ref: EvalRef | DataRef) -> str:
@@ -307,7 +306,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     train = None
     try:
         train = train_pairs(spec)
-    except (d.DataError, ModelError) as error:
+    except (data.DataError, ModelError) as error:
         # A validation set that cannot be carved is its eval entry's fault, reported there below.
         if carved is None or not str(error).startswith(("from_train", "corpus")):
             problems.append(f"train: {error}")
@@ -315,7 +314,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     for i, ref in enumerate(spec.eval):
         try:
             evals[ref.label] = load_eval(ref, spec)
-        except d.DataError as error:
+        except data.DataError as error:
             problems.append(f"eval[{i}]: {error}")
     # The loss must be valid and the teacher load (train_dataset labels the rows with it) to check the rows.
     if train is not None and not any(p.startswith(("loss", "teacher")) for p in problems):
@@ -362,13 +361,13 @@ def _training_problems(spec: Spec, pairs: datasets.Dataset) -> list[str]:
                 f"loss: {spec.loss.leaf} cannot take mined negatives in the shape {spec.negatives.shape!r}; "
                 "set negatives.shape: auto, or loss.negatives: false"
             ]
-        rows: datasets.Dataset | datasets.Features = neg.shaped_features(
+        rows: datasets.Dataset | datasets.Features = negatives.shaped_features(
             negatives_shape(spec), spec.negatives.num_negatives
         )
     else:
         try:
             rows = train_dataset(spec)
-        except (d.DataError, ModelError) as error:
+        except (data.DataError, ModelError) as error:
             return problems + [f"train: {error}"]
     try:
         check_dataset(spec.loss_config(), rows, name=_describe(spec.train))
@@ -396,7 +395,7 @@ def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
     """The batch the loss needs must be buildable from this data (e.g. enough distinct texts)."""
     sampler = get_entry(spec.loss.leaf).sampler
     size = spec.training.batch_size
-    if sampler == "group_by_label" and size % 2:
+    if sampler == Sampler.GROUP_BY_LABEL and size % 2:
         return [f"training.batch_size: {size} is odd; batch-triplet losses take labels in pairs, use an even size"]
     if not steps_per_epoch(dataset, size, sampler, spec.training.seed):
         return [
@@ -409,7 +408,7 @@ def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
 def data_inputs(spec: Spec, loaded: Loaded) -> list[DataInput]:
     """The training data and each eval set as MLflow dataset inputs: a name, our fingerprint as the
     digest, where it comes from (the MLflow UI lists them in its Dataset column and filters)."""
-    inputs = [DataInput(_describe(spec.train), d.fingerprint(loaded.train), _source(spec.train, spec), "training")]
+    inputs = [DataInput(_describe(spec.train), data.fingerprint(loaded.train), _source(spec.train, spec), "training")]
     for ref in spec.eval:
         source = "the training data (held out)" if ref.from_train else _source(ref, spec)
         inputs.append(DataInput(ref.label, eval_fingerprint(loaded.evals[ref.label]), source, "evaluation"))
@@ -423,11 +422,11 @@ def _source(ref: DataRef | EvalRef, spec: Spec) -> str:
 def eval_fingerprint(eval_set: EvalSet) -> str:
     """A content hash of an eval set: its rows, or its queries, judgements and corpus."""
     if eval_set.rows is not None:
-        return d.fingerprint(eval_set.rows)
-    data = eval_set.retrieval
-    digest = hashlib.sha256(json.dumps([data.queries, data.qrels], sort_keys=True).encode())
-    for doc_id in sorted(data.corpus):
-        digest.update(f"{doc_id}\t{data.corpus[doc_id]}\n".encode())
+        return data.fingerprint(eval_set.rows)
+    judged = eval_set.retrieval
+    digest = hashlib.sha256(json.dumps([judged.queries, judged.qrels], sort_keys=True).encode())
+    for doc_id in sorted(judged.corpus):
+        digest.update(f"{doc_id}\t{judged.corpus[doc_id]}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -1,4 +1,4 @@
-"""The names of evaluation metrics, legal MLflow names that line up across runs.
+"""The names of the metrics every run logs, legal MLflow names that line up across runs.
 
 `eval/<set>/<metric>` at the full size, `eval/<set>/<metric>/dim_<d>` at each Matryoshka size d.
 """
@@ -6,6 +6,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+EVAL_PREFIX = "eval/"
+TRAIN_STEP = "train/step"
+TRAIN_LOSS = "train/loss"
+TRAIN_LEARNING_RATE = "train/learning_rate"
+TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
+TRAIN_EPOCH = "train/epoch"
+TRIAL_STARTUP = "trial/startup_seconds"  # Tune started the trial -> its first step ended
+TRIAL_TEARDOWN = "trial/teardown_seconds"  # its last logged loss -> its run closed
 
 RETRIEVAL_METRICS = {  # our name -> (sentence-transformers' result key, k)
     "ndcg_at_10": ("ndcg@k", 10),
@@ -26,7 +35,17 @@ HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cos
 
 
 def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:
-    return f"eval/{dataset}/{metric}" + ("" if dim is None else f"/dim_{dim}")
+    return f"{EVAL_PREFIX}{dataset}/{metric}" + ("" if dim is None else f"/dim_{dim}")
+
+
+def is_eval(name: str) -> bool:
+    """Whether a metric name is an evaluation metric (`eval/<set>/...`)."""
+    return name.startswith(EVAL_PREFIX)
+
+
+def eval_set(name: str) -> str:
+    """The eval set an evaluation metric belongs to."""
+    return name.removeprefix(EVAL_PREFIX).split("/", 1)[0]
 
 
 def headline(eval_set_type: str, name: str) -> str:

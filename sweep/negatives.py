@@ -31,6 +31,7 @@ import datasets
 import numpy as np
 
 from lossweep.losses import InputFormat, LabelKind, get_entry
+from lossweep.losses.formats import LABEL_COLUMNS
 
 from . import storage
 from .data import fingerprint
@@ -149,7 +150,7 @@ def problems(inputs: MiningInput, k: Knobs, resolve_model) -> list[str]:
     """Everything wrong with a mining request that shows before Ray starts, each with its field and fix."""
     found = []
     columns = inputs.pairs.column_names
-    if len(columns) != 2 or any(c in ("label", "labels", "score", "scores") for c in columns):
+    if len(columns) != 2 or any(c in LABEL_COLUMNS for c in columns):
         found.append(
             f"negatives: mining needs (anchor, positive) pairs, but the training data has columns {columns}; "
             "use a pairs view of the data (e.g. view: pairs) or drop the negatives section"

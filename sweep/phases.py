@@ -32,27 +32,26 @@ from lossweep.losses import LossConfig, get_entry
 
 from . import storage
 from .console import Plan
-from .data import fingerprint
-from .inputs import complete_loss, data_inputs, resolve_paths, validate
 from .leaderboard import Leaderboard
 from .plan import make_plan
-from .preflight import preflight
-from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Tag, TrialState
+from .prepare import Prepared, prepare, recorded
+from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Report, Tag, TrialState
 from .rounds import replay
 from .runs import delete_lost_runs
 from .selection import choose, top_configs
 from .space import Space, build_space, grid_configs
-from .spec import Spec, SpecError
+from .spec import Params, Spec, SpecError
 from .tasks import mine_negatives, start_scoring
-from .tracking import DataInput, Provenance, Tracker, flatten, redact, resolve_tracking_uri, worker_tracking_uri
+from .tracking import DataInput, Provenance, Tracker, flatten, worker_tracking_uri
 from .tuning import (
     SEARCH_STUDY,
     CloseChildRuns,
+    TrialContext,
     run_phase,
     runs_in_trial,
     search_args,
     sweep_metric,
-    sweep_trial,
+    trainable,
     trial_resources,
     verdict_metric,
 )
@@ -106,19 +105,18 @@ class Sweep:
         return sweep_metric(self.spec)
 
     def trainable(self, phase: str):
-        trial = tune.with_parameters(
-            sweep_trial,
+        """The phase's Tune trainable with the resources of one trial."""
+        context = TrialContext(
             spec_data=self.spec.to_dict(),
             space=self.space,
             parent_run_id=self.parent,
-            # Rewritten here, on the driver: a trial's own actor may run on any node.
-            tracking_uri=worker_tracking_uri(self.tracker.uri),
+            tracking_uri=worker_tracking_uri(self.tracker.uri),  # rewritten here: a trial's actor may run on any node
             data_fingerprint=self.data_fingerprint,
             provenance=self.provenance,
             inputs=self.inputs,
             phase=phase,
         )
-        return tune.with_resources(trial, trial_resources(self.spec))
+        return tune.with_resources(tune.with_parameters(trainable, context=context), trial_resources(self.spec))
 
     def tune_phase(self, name: str, args: dict[str, Any], expected: int, tag: str | None = None) -> None:
         """Run a Tune phase unless a previous run of this sweep finished it; its runs are tagged with
@@ -147,7 +145,7 @@ class Sweep:
             for r in self.tracker.children(self.parent)
             if r.data.tags.get(Tag.PHASE) == tag and r.data.tags.get(Tag.STATE) in TrialState.closed()
         }
-        ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_id") in closed)
+        ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get(Report.TRIAL_ID) in closed)
         if ended < expected:
             raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
         delete_lost_runs(self.tracker, self.parent, tag)
@@ -165,8 +163,6 @@ class Sweep:
         for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
             if run.data.tags.get(Tag.PHASE) == name and run.info.status == "RUNNING":
                 self.tracker.end_run(run.info.run_id, "KILLED")
-        data = self.spec.to_dict()
-        data["mlflow"]["tracking_uri"] = redact(self.tracker.uri)
         run_tags = self.provenance.tags(self.spec.hash(), self.data_fingerprint) | {
             Tag.PHASE: name,
             Tag.SWEEP: self.spec.name,
@@ -175,7 +171,7 @@ class Sweep:
         run_id = self.tracker.start_run(
             self.spec.mlflow.experiment,
             f"{tags[Tag.LOSS]} ({name})",
-            {"model": model, "eval.sets": json.dumps(sets)},
+            {Params.MODEL: model, "eval.sets": json.dumps(sets)},
             run_tags | tags,
             parent_run_id=self.parent,
         )
@@ -209,8 +205,16 @@ def run_sweep(
     """
     if spec.sweep is None:
         raise SpecError(source, ["sweep: missing; add a sweep section (mode, losses, trials...) or use lossweep train"])
-    loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded.train)
+    sweep, notes = open_sweep(prepare(spec, source, tracking_uri), source, resume)
+    for line in _verdict_plan(sweep):
+        (say or (lambda line: None))(line)
+    return run_phases(sweep, notes, watch)
+
+
+def open_sweep(prepared: Prepared, source: str, resume: bool) -> tuple[Sweep, list[str]]:
+    """The sweep a prepared spec names: a new one (its parent run and saved state created), or, with
+    `resume`, the one started before, refused if the spec or the training data changed since."""
+    spec = prepared.spec
     root = storage.join(spec.output_dir, spec.name)
     state = _load_state(root)
     if state and not resume:
@@ -218,34 +222,27 @@ def run_sweep(
             source,
             [f"name: a sweep named {spec.name!r} already exists in {root}; resume it with --resume, or rename it"],
         )
-    notes_start = [] if state or not resume else [f"no earlier sweep named {spec.name!r} in {root}: starting it"]
-    resume = resume and bool(state)
+    notes = [] if state or not resume else [f"no earlier sweep named {spec.name!r} in {root}: starting it"]
     if state and state["spec_hash"] != spec.hash():
         raise SpecError(
             source, [f"--resume: the spec changed since {spec.name!r} started; rename it to start a new sweep"]
         )
-
-    uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
-    preflight(spec, source, uri)
-    tracker = Tracker(uri)
-    space, notes = build_space(spec, loaded.train)
-    space = _with_data_params(space, loaded.train)
+    if state and state.get("data_fingerprint", prepared.data_fingerprint) != prepared.data_fingerprint:
+        raise SpecError(
+            source, [f"--resume: the training data changed since {spec.name!r} started; rename it to start a new sweep"]
+        )
+    tracker = Tracker(prepared.tracking_uri)
+    space, space_notes = build_space(spec, prepared.loaded.train)
+    space = _with_data_params(space, prepared.loaded.train)
+    notes += space_notes
     if not spec.verdict_sets():
         notes.append(
             f"no verdict set: the best score is measured on {spec.selection_set().label!r}, the set that chose it, "
             "so it is optimistic; add an eval set that the search never sees to judge the winner"
         )
-    data_fingerprint = fingerprint(loaded.train)
-    if state and state.get("data_fingerprint", data_fingerprint) != data_fingerprint:
-        raise SpecError(
-            source, [f"--resume: the training data changed since {spec.name!r} started; rename it to start a new sweep"]
-        )
-    provenance = Provenance.here()  # this driver's checkout, recorded on every run it creates
-    inputs = data_inputs(spec, loaded)
     if not state:
-        data = spec.to_dict()
-        data["mlflow"]["tracking_uri"] = redact(uri)
-        tags = provenance.tags(spec.hash(), data_fingerprint) | {
+        data = recorded(spec, prepared.tracking_uri)
+        tags = prepared.provenance.tags(spec.hash(), prepared.data_fingerprint) | {
             Tag.ROLE: SWEEP_ROLE,
             Tag.SWEEP: spec.name,
             Tag.MODE: spec.sweep.mode,
@@ -255,26 +252,42 @@ def run_sweep(
             Tag.GUARD_METRICS: json.dumps([verdict_metric(spec, ref) for ref in spec.guard_sets()]),
         }
         parent = tracker.start_run(spec.mlflow.experiment, spec.name, flatten(data), tags, data)
-        tracker.log_inputs(parent, inputs)
+        tracker.log_inputs(parent, prepared.inputs)
         tracker.log_dict(parent, space.describe(), "search_space.json")
         state = {
             "parent_run_id": parent,
             "spec_hash": spec.hash(),
-            "data_fingerprint": data_fingerprint,
+            "data_fingerprint": prepared.data_fingerprint,
             "phases_done": [],
         }
         _save_state(root, state)
     sweep = Sweep(
-        spec, space, tracker, state["parent_run_id"], root, state, resume, data_fingerprint, provenance, inputs
+        spec,
+        space,
+        tracker,
+        state["parent_run_id"],
+        root,
+        state,
+        resume and bool(state),
+        prepared.data_fingerprint,
+        prepared.provenance,
+        prepared.inputs,
     )
-    for line in _verdict_plan(sweep):
-        (say or (lambda line: None))(line)
+    return sweep, notes
+
+
+def run_phases(
+    sweep: Sweep, notes: list[str], watch: Callable[[str, Plan], AbstractContextManager] | None = None
+) -> SweepOutcome:
+    """Mine what the sweep trains on, run its phases (search, or tune, rescore, seeds), score the
+    untrained model, and build and log the leaderboard."""
+    spec, tracker = sweep.spec, sweep.tracker
     plan = Plan(
-        sweep.parent, _planned_trials(spec, space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
+        sweep.parent, _planned_trials(spec, sweep.space), spec.sweep.max_concurrent, spec.training.steps, sweep.metric
     )
-    with (watch or (lambda uri, plan: nullcontext()))(uri, plan):
-        if any(c.mined for c in space.candidates):
-            notes += _mine(sweep)
+    with (watch or (lambda uri, plan: nullcontext()))(tracker.uri, plan):
+        if any(c.mined for c in sweep.space.candidates):
+            notes = notes + _mine(sweep)
         if spec.sweep.mode == "search":
             _search(sweep)
         else:
@@ -282,9 +295,7 @@ def run_sweep(
     board = build_leaderboard(tracker, sweep.parent)
     board.log(tracker, sweep.parent)
     tracker.end_run(sweep.parent, "FINISHED")
-    return SweepOutcome(
-        sweep.parent, board, tracker.run_url(sweep.parent), notes_start + notes, tracker.links(sweep.parent)
-    )
+    return SweepOutcome(sweep.parent, board, tracker.run_url(sweep.parent), notes, tracker.links(sweep.parent))
 
 
 def _verdict_plan(sweep: Sweep) -> list[str]:

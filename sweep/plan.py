@@ -17,12 +17,9 @@ MAP@R, 4 batch-triplet losses x 3 seeds x 3,080 texts, and Cranfield by NDCG@10,
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +27,7 @@ from . import untrained
 from .evaluate import PER_QUERY_ARTIFACT
 from .power import POWER, Components, SimulatedPower, estimate, queries_needed, seeds_needed
 from .protocol import Phase, Tag, TrialState
+from .spec import Params
 from .stats import ALPHA, paired_table
 from .tracking import Tracker
 
@@ -153,7 +151,7 @@ def measured_tables(tracker: Tracker, fingerprint: str, model: str, metric: str)
     experiments = [e.experiment_id for e in tracker.client.search_experiments()]
     found = tracker.client.search_runs(
         experiments,
-        filter_string=f"tags.`{Tag.DATA_FINGERPRINT}` = '{fingerprint}' and params.model = '{model}'",
+        filter_string=f"tags.`{Tag.DATA_FINGERPRINT}` = '{fingerprint}' and params.`{Params.MODEL}` = '{model}'",
         max_results=5000,
     )
     by_sweep: dict[str, dict] = {}
@@ -186,12 +184,8 @@ def measured_tables(tracker: Tracker, fingerprint: str, model: str, metric: str)
 
 
 def _per_query(tracker: Tracker, run_id: str, metric: str) -> dict[str, float] | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracker.client.download_artifacts(run_id, PER_QUERY_ARTIFACT, tmp)
-        except OSError:
-            return None
-        return json.loads(Path(local).read_text()).get(metric)
+    found = tracker.read_dict(run_id, PER_QUERY_ARTIFACT)
+    return None if found is None else found.get(metric)
 
 
 def assumed(family: str, spread: float, seed_sd: float) -> Components:

@@ -40,6 +40,14 @@ class Phase(_Named):
     VERDICT = "verdict"  # a search winner's checkpoint on the verdict sets
 
 
+class Report:
+    """The keys of a trial's reports to Ray Tune and Ray Train, beside its metrics."""
+
+    STEP = "step"  # the optimisation step a report is from: ASHA's time attribute
+    CHECKPOINT_PATH = "checkpoint_path"  # a worker group's checkpoint, as Ray's TuneReportCallback forwards it
+    TRIAL_ID = "trial_id"  # Tune's id of the trial, in its results
+
+
 class Tag:
     """MLflow tag keys (`lossweep.*`)."""
 

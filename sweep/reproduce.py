@@ -15,11 +15,12 @@ from pathlib import Path
 import yaml
 
 from .data import fingerprint
+from .driver import train
 from .inputs import train_pairs
+from .metrics import TRAIN_LOSS, is_eval
 from .protocol import Tag
 from .spec import Spec, parse_spec
 from .tracking import Tracker, package_versions
-from .trial import train
 
 
 class ProvenanceMismatch(RuntimeError):
@@ -82,7 +83,7 @@ def reproduce(tracker: Tracker, run_id: str, *, force: bool = False, tolerance: 
     outcome = Reproduction(run_id, result.run_id, tolerance, warnings=problems)
     original = tracker.client.get_run(run_id).data.metrics
     for name in sorted(original):
-        if not (name.startswith("eval/") or name == "train/loss"):
+        if not (is_eval(name) or name == TRAIN_LOSS):
             continue
         before = {m.step: m.value for m in tracker.client.get_metric_history(run_id, name)}
         after = {m.step: m.value for m in tracker.client.get_metric_history(result.run_id, name)}

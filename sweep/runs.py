@@ -3,11 +3,14 @@ and the reason it failed, read from the (Ray-wrapped) error or left on the run b
 
 from __future__ import annotations
 
-from . import negatives as neg
+from . import negatives
 from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
+from .prepare import recorded
 from .protocol import Tag, TrialState
 from .spec import Spec
-from .tracking import DataInput, Provenance, Tracker, flatten, redact
+from .tracking import DataInput, Provenance, Tracker, flatten
+
+LOSS_LABEL = "loss.label"  # an MLflow param beside the spec's own: the loss as leaderboards name it
 
 
 class TrialFailed(RuntimeError):
@@ -26,9 +29,8 @@ def start_trial_run(
 ) -> str:
     """Create the trial's MLflow run: params (the resolved spec), provenance tags (the driver's), the
     spec file, and the mined negatives it reads (their cache key and summary)."""
-    data = spec.to_dict()
-    data["mlflow"]["tracking_uri"] = redact(tracker.uri)
-    params = flatten(data) | {"loss.label": spec.loss_label()}
+    data = recorded(spec, tracker.uri)
+    params = flatten(data) | {LOSS_LABEL: spec.loss_label()}
     run_tags = provenance.tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
     mined = mined_negatives(spec)
     if mined is not None:
@@ -49,7 +51,7 @@ def mined_negatives(spec: Spec) -> tuple[str, dict | None] | None:
     if not uses_negatives(spec, pairs.features):
         return None
     directory = negatives_dir(spec, mining_input(spec, pairs))
-    return directory.rstrip("/").rsplit("/", 1)[-1], neg.read_summary(directory)
+    return directory.rstrip("/").rsplit("/", 1)[-1], negatives.read_summary(directory)
 
 
 def close_run(tracker: Tracker, run_id: str, state: TrialState, tags: dict[str, str] | None = None) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import datasets
 
+from lossweep.losses import Sampler
+
 from .step import split_columns
 
 
@@ -24,9 +26,9 @@ def epoch_batches(dataset: datasets.Dataset, batch_size: int, kind: str, seed: i
     rng = random.Random(f"{seed}-{epoch}")
     order = list(range(len(dataset)))
     rng.shuffle(order)
-    if kind == "no_duplicates":
+    if kind == Sampler.NO_DUPLICATES:
         return _no_duplicates(dataset, order, batch_size)
-    if kind == "group_by_label":
+    if kind == Sampler.GROUP_BY_LABEL:
         return _group_by_label(dataset, order, batch_size, rng)
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 

@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 import optuna
 
-from lossweep.losses import LOSSES, LossConfig, fit_report, get_entry
+from lossweep.losses import LOSSES, LossConfig, Sampler, fit_report, get_entry
 from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
@@ -160,7 +160,7 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
                 dims.append(_dim_from_range(param.name, overrides[param.name], param.kind))
             elif param.tune and param.search:
                 dims.append(_dim_from_param(param))
-        leaf = config.base.name if config.base is not None else config.name
+        leaf = config.leaf.name
         mined = spec.negatives is not None and (
             bool(negatives) or (negatives is None and train is not None and _mines(spec, leaf, train.features))
         )
@@ -188,10 +188,7 @@ def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list
             _dim_from_range(name, rng, kind) if kind != "categorical" else Dim(name, "categorical", choices=rng.choices)
         )
         if name == "batch_size" and dim.kind == "int":  # every worker takes an equal share of each global batch
-            pairs = any(
-                get_entry(c.config.base.name if c.config.base else c.name).sampler == "group_by_label"
-                for c in candidates
-            )
+            pairs = any(get_entry(c.config.leaf.name).sampler == Sampler.GROUP_BY_LABEL for c in candidates)
             dim = dataclasses.replace(dim, step=math.lcm(spec.resources.workers, 2 if pairs else 1))
         shared.append(dim)
     return Space(tuple(candidates), tuple(shared), mining if any(c.mined for c in candidates) else ()), notes
@@ -277,6 +274,44 @@ def decode_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: decode_config(v) if isinstance(v, dict) else _decode(v) for k, v in config.items()}
 
 
+SHARED, NEGATIVES = "shared", "negatives"  # the trial config's groups beside the loss's own
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """A trial's sampled configuration, as Tune nests it: `{"loss": <name>, <name>: {its parameters},
+    "shared": {...}, "negatives": {mining knobs}}` (Optuna keys `<Loss>/<param>`, `shared/<name>`,
+    `negatives/<knob>`). This is the one reader of that layout."""
+
+    loss: str
+    params: dict[str, Any]
+    shared: dict[str, Any]
+    negatives: dict[str, Any]
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> TrialConfig:
+        config = decode_config(config)
+        loss = config.get("loss", "?")
+        return cls(
+            loss, dict(config.get(loss) or {}), dict(config.get(SHARED) or {}), dict(config.get(NEGATIVES) or {})
+        )
+
+    @classmethod
+    def of_run(cls, run) -> TrialConfig:
+        """The configuration a trial's MLflow run records (tag `lossweep.trial_config`)."""
+        from .protocol import Tag
+
+        return cls.of(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
+
+    def flat(self, qualified: bool = False) -> dict[str, Any]:
+        """Every sampled value: the loss's parameters, then the shared settings and mining knobs, by name
+        (`qualified`: those two prefixed `shared.` and `negatives.`, as the search space names them)."""
+        if not qualified:
+            return self.params | self.shared | self.negatives
+        shared = {f"{SHARED}.{k}": v for k, v in self.shared.items()}
+        return self.params | shared | {f"{NEGATIVES}.{k}": v for k, v in self.negatives.items()}
+
+
 def grid_configs(space: Space) -> list[dict[str, Any]]:
     """Every combination of choices, loss by loss (a grid needs choices for every dimension)."""
     configs = []
@@ -285,11 +320,11 @@ def grid_configs(space: Space) -> list[dict[str, Any]]:
         dims = list(candidate.dims) + list(space.shared) + mining
         entry = get_entry(candidate.config.name)
         for values in itertools.product(*(d.grid() for d in dims)):
-            config: dict[str, Any] = {"loss": candidate.name, candidate.name: {}, "shared": {}}
+            config: dict[str, Any] = {"loss": candidate.name, candidate.name: {}, SHARED: {}}
             if mining:
-                config["negatives"] = {}
+                config[NEGATIVES] = {}
             for dim, value in zip(dims, values, strict=True):
-                group = "shared" if dim in space.shared else "negatives" if dim in mining else candidate.name
+                group = SHARED if dim in space.shared else NEGATIVES if dim in mining else candidate.name
                 config[group][dim.name] = value
             params = (
                 entry.defaults()
@@ -303,17 +338,15 @@ def grid_configs(space: Space) -> list[dict[str, Any]]:
 
 def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | None = None) -> Spec:
     """The spec one trial trains: the chosen loss with its sampled parameters and shared settings."""
-    config = decode_config(config)
-    name = config["loss"]
-    candidate = next(c for c in space.candidates if c.name == name)
-    params = dict(candidate.config.params) | dict(config.get(name) or {})
+    config = TrialConfig.of(config)
+    candidate = next(c for c in space.candidates if c.name == config.loss)
+    params = dict(candidate.config.params) | config.params
     base = candidate.config.base
     base_spec = None if base is None else LossSpec(name=base.name, params=dict(base.params))
     loss = LossSpec(name=candidate.config.name, params=params, base=base_spec, negatives=candidate.negatives)
-    mining = config.get("negatives") or {}
-    if mining:
-        spec = spec.replace(negatives=spec.negatives.replace(**mining))
-    shared = dict(config.get("shared") or {})
+    if config.negatives:
+        spec = spec.replace(negatives=spec.negatives.replace(**config.negatives))
+    shared = dict(config.shared)
     dims = shared.pop("matryoshka_dims", spec.matryoshka_dims)
     training = spec.training
     changes = {k: shared[k] for k in ("learning_rate", "batch_size", "warmup_ratio", "weight_decay") if k in shared}

@@ -10,15 +10,13 @@ JSON Schema these models define (a copy ships as `experiments/spec.schema.json`)
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
 import re
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,16 +26,17 @@ from pydantic import (
     Discriminator,
     Field,
     Strict,
-    Tag,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
+from pydantic import Tag as UnionTag  # not lossweep's MLflow Tag: a member of a tagged union
 from pydantic_core import core_schema
 
 from lossweep.losses import LOSSES, LossConfig, Param, config_errors
 
-from .metrics import metric_names
+from .lenient import SectionProblems, annotation, describe, each, given, lenient, members
+from .relations import relation_problems
 
 SPEC_VERSION = 1
 NEGATIVES_SUFFIX = " + mined negatives"  # the name of a loss that opted in to mined negatives
@@ -99,47 +98,6 @@ Sizes = Annotated[
     _bound(_sizes, "{value} must be a non-empty list of positive sizes", minItems=1),
 ]
 LossName = Annotated[str, _Schema(enum=list(LOSSES))]
-
-
-class _Broken:
-    """A field that failed its own check, in a spec read leniently: any use of it raises TypeError,
-    so a check that needs it is skipped (the field's own error is reported instead)."""
-
-    def _refuse(self, *args: Any) -> Any:
-        raise TypeError("a broken field")
-
-    __getattr__ = __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
-    __iter__ = __len__ = __contains__ = __mod__ = __rmod__ = __hash__ = _refuse
-
-
-BROKEN = _Broken()
-
-
-def _given(value: Any) -> bool:
-    """Whether an optional field is set (a broken one is neither set nor unset: TypeError)."""
-    if value is BROKEN:
-        raise TypeError("a broken field")
-    return value is not None
-
-
-def _each(checks: list[Callable[[], list]], lenient: bool) -> list:
-    """The problems each check finds; `lenient`: a check that needs a broken field is skipped."""
-    found = []
-    for check in checks:
-        try:
-            found += check()
-        except (AttributeError, TypeError, IndexError):
-            if not lenient:
-                raise
-    return found
-
-
-class SectionProblems(ValueError):
-    """A section's values that are wrong together: (field, message) pairs, reported with their paths."""
-
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self.items = items
-        super().__init__("; ".join(f"{field}: {message}" if field else message for field, message in items))
 
 
 class _Section(BaseModel):
@@ -453,11 +411,11 @@ MINING_SEARCH = (
 # The tags of the discriminated unions below, which pydantic puts in error locations.
 UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec"}
 LossItem = Annotated[
-    Annotated[LossName, Tag("loss-name")] | Annotated[LossSpec, Tag("loss-spec")],
+    Annotated[LossName, UnionTag("loss-name")] | Annotated[LossSpec, UnionTag("loss-spec")],
     Discriminator(lambda v: "loss-name" if isinstance(v, str) else "loss-spec"),
 ]
 Losses = Annotated[
-    Annotated[Literal["all"], Tag("all-losses")] | Annotated[tuple[LossItem, ...], Tag("loss-list")],
+    Annotated[Literal["all"], UnionTag("all-losses")] | Annotated[tuple[LossItem, ...], UnionTag("loss-list")],
     Discriminator(lambda v: "all-losses" if isinstance(v, str) else "loss-list"),
 ]
 NUMERIC_KINDS = ("float", "int")
@@ -530,15 +488,15 @@ class SweepSpec(_Section):
     )
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
-        return _each([self._seeds, self._params, self._shared, self._mining, self._rescore], lenient)
+        return each([self._seeds, self._params, self._shared, self._mining, self._rescore], lenient)
 
     def _rescore(self) -> list[tuple[str, str]]:
         found = []
-        if _given(self.rescore) and self.mode != "compare":
+        if given(self.rescore) and self.mode != "compare":
             found.append(
                 ("rescore", "re-training the best trials is for mode: compare (a search keeps its best trial)")
             )
-        if _given(self.budgets) and self.mode != "compare":
+        if given(self.budgets) and self.mode != "compare":
             found.append(("budgets", "verdicts at several budgets come from a compare's seed runs; use mode: compare"))
         return found
 
@@ -644,17 +602,12 @@ def _range_problems(param: Param, rng: ParamRange) -> list[str]:
 def _field_problem(field: Any, value: Any) -> str | None:
     """Why `value` fails a spec field's own checks, or None."""
     try:
-        TypeAdapter(_annotation(field)).validate_python(value)
+        TypeAdapter(annotation(field)).validate_python(value)
     except ValidationError as error:
         first = error.errors()[0]
         cause = first.get("ctx", {}).get("error")
         return str(cause) if cause is not None else first["msg"]
     return None
-
-
-def _annotation(field: Any) -> Any:
-    """A model field's type with its checks (pydantic keeps them apart, in `metadata`)."""
-    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
 
 
 class Spec(_Section):
@@ -742,150 +695,6 @@ class Spec(_Section):
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# --- Checks that relate sections ---------------------------------------------------------------------------
-
-
-def relation_problems(spec: Spec, lenient: bool = False) -> list[str]:
-    """What no section can see alone: the batch and the workers, the loss and the data steps, the
-    sweep and the eval sets, one small check each. `lenient`: the spec has broken sections (None);
-    a check that needs one is skipped (its section's own error is reported)."""
-    checks = RELATIONS + (SWEEP_RELATIONS if spec.sweep is not None and spec.sweep is not BROKEN else [])
-    return _each([partial(check, spec) for check in checks], lenient)
-
-
-def _version(spec: Spec) -> list[str]:
-    if spec.version != SPEC_VERSION:
-        return [f"version: {spec.version} is not supported; this lossweep reads version {SPEC_VERSION}"]
-    return []
-
-
-def _steps_or_epochs(spec: Spec) -> list[str]:
-    t = spec.training
-    return ["training: set exactly one of steps or epochs"] if _given(t.steps) == _given(t.epochs) else []
-
-
-def _batch_and_workers(spec: Spec) -> list[str]:
-    size, workers = spec.training.batch_size, spec.resources.workers
-    if size < 1 or not size % workers:
-        return []
-    near = max(workers, round(size / workers) * workers)
-    return [
-        f"training.batch_size: {size} is not divisible by resources.workers={workers}: each worker takes an "
-        f"equal share of the global batch; use a multiple of {workers}, e.g. {near}"
-    ]
-
-
-def _precision_and_gpus(spec: Spec) -> list[str]:
-    if spec.training.precision == "fp16" and spec.resources.gpus_per_worker <= 0:
-        return ["training.precision: fp16 needs GPUs (resources.gpus_per_worker > 0); on CPU use bf16 or fp32"]
-    return []
-
-
-def _loss_and_data_steps(spec: Spec) -> list[str]:
-    found, loss = [], spec.loss
-    if spec.matryoshka_dims and loss.name in LOSSES and LOSSES[loss.name].truncates:
-        found.append(f"matryoshka_dims: the loss is already {loss.name}; set its dims in loss.params instead")
-    if loss.negatives and spec.negatives is None:
-        found.append("loss.negatives: true needs mined negatives: add a negatives section (e.g. `negatives: {}`)")
-    return found
-
-
-def _eval_sets(spec: Spec) -> list[str]:
-    found = []
-    labels = [ref.label for ref in spec.eval]
-    for label in sorted({x for x in labels if labels.count(x) > 1}):
-        found.append(f"eval: two evaluation sets are named {label!r}; give them distinct `name`s")
-    carved = [i for i, ref in enumerate(spec.eval) if ref.from_train is not None]
-    if len(carved) > 1:
-        found.append(f"eval[{carved[1]}].from_train: only one evaluation set can be carved from the training data")
-    for name in sorted(set(spec.evaluation.sets if _given(spec.evaluation.sets) else ()) - set(labels)):
-        found.append(f"evaluation.sets: {name!r} is not an eval set; eval sets are {labels}")
-    return found
-
-
-RELATIONS = [_version, _steps_or_epochs, _batch_and_workers, _precision_and_gpus, _loss_and_data_steps, _eval_sets]
-
-
-def _sweep_budget(spec: Spec) -> list[str]:
-    found = []
-    if not spec.eval:
-        found.append("eval: a sweep needs at least one evaluation set to rank trials")
-    if not _given(spec.training.steps):
-        found.append("training.epochs: sweeps compare trials on a fixed budget; set training.steps instead")
-    if spec.sweep.scheduler == "asha" and spec.evaluation.every_steps == 0:
-        found.append("evaluation.every_steps: ASHA stops trials at intermediate evaluations; set every_steps > 0")
-    return found
-
-
-def _selection(spec: Spec) -> list[str]:
-    sweep, labels = spec.sweep, [ref.label for ref in spec.eval]
-    if _given(sweep.select_on) and sweep.select_on not in labels:
-        return [f"sweep.select_on: {sweep.select_on!r} is not an eval set; eval sets are {labels}"]
-    if spec.eval and spec.selection_set().role == "guard":
-        name = spec.selection_set().label
-        return [f"sweep.select_on: {name!r} is a guard set, which never decides; select on a set of role verdict"]
-    if not spec.eval or sweep.mode != "compare" or spec.verdict_sets():
-        return []
-    name = spec.selection_set().label
-    return [
-        f"sweep.select_on: compare mode would judge the losses on {name!r}, the set that chose their "
-        "configurations: that inflates every winner, most of all the losses with more hyperparameters. Add a "
-        f"validation set and select on it, e.g. `- {{type: retrieval, from_train: {{size: 30}}, name: {name}-val}}` "
-        f"in eval and `select_on: {name}-val` in sweep, keeping {name!r} for the verdict"
-    ]
-
-
-def _metric(spec: Spec) -> list[str]:
-    metric = spec.sweep.metric
-    if not metric or not spec.eval:
-        return []
-    selection = spec.selection_set()
-    produced = metric_names(selection.type, selection.label, spec.evaluation.dims or spec.matryoshka_dims)
-    full_size = re.sub(r"/dim_\d+$", "", metric)  # a suffix naming the model's own size is checked with the model
-    if metric in produced or (full_size != metric and full_size in produced):
-        return []
-    close = difflib.get_close_matches(metric, produced, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    listed = ", ".join(produced[:8]) + (", ..." if len(produced) > 8 else "")
-    return [
-        f"sweep.metric: {metric!r} is not a metric of the selection set {selection.label!r}; {hint}it produces {listed}"
-    ]
-
-
-def _sweep_losses(spec: Spec) -> list[str]:
-    found, sweep = [], spec.sweep
-    for i, item in enumerate(() if sweep.losses == "all" else sweep.losses):
-        if isinstance(item, str):
-            found += config_errors(LossConfig(item), f"sweep.losses[{i}]")
-        elif item.negatives and spec.negatives is None:
-            found.append(f"sweep.losses[{i}].negatives: true needs mined negatives: add a negatives section")
-    if spec.negatives is None:
-        found += [
-            f"sweep.negatives.{knob}: searches a mining knob, but the spec mines nothing: add a negatives section"
-            for knob in sweep.negatives
-        ]
-    return found
-
-
-def _searched_batch(spec: Spec) -> list[str]:
-    batch, workers = spec.sweep.shared.get("batch_size"), spec.resources.workers
-    if batch is None:
-        return []
-    if batch.choices:
-        bad = [b for b in batch.choices if not isinstance(b, int) or isinstance(b, bool) or b % workers]
-        return [f"sweep.shared.batch_size.choices: {bad} not divisible by resources.workers={workers}"] if bad else []
-    if workers > 1 and batch.low % workers:
-        suggested = workers * max(1, round(batch.low / workers))
-        return [
-            f"sweep.shared.batch_size.low: {batch.low:g} is not a multiple of resources.workers={workers}; batch "
-            f"sizes are drawn from low in steps of {workers}, so low must be one (e.g. {suggested})"
-        ]
-    return []
-
-
-SWEEP_RELATIONS = [_sweep_budget, _selection, _metric, _sweep_losses, _searched_batch]
-
-
 # --- Reading specs -------------------------------------------------------------------------------------------
 
 
@@ -942,8 +751,9 @@ def parse_spec(data: Any, source: str = "spec") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
-        problems = [p for e in error.errors() for p in _describe(e)]
-        _, unchecked = _lenient(Spec, data, [])  # the checks the broken parts kept from running
+        problems = [p for e in error.errors() for p in describe(e, Spec, UNION_TAGS)]
+        # the checks the broken parts kept from running
+        _, unchecked = lenient(Spec, data, [], _Section, lambda spec: relation_problems(spec, lenient=True))
         raise SpecError(source, problems + unchecked) from None
 
 
@@ -959,106 +769,36 @@ def load_spec(path: Path | str) -> Spec:
     return parse_spec(read_yaml(path), str(path))
 
 
-def _lenient(cls: type[_Section], data: Any, loc: list) -> tuple[_Section | None, list[str]]:
-    """`data` as a `cls` whose broken fields are left None, and what its checks find in the rest.
-
-    pydantic runs a model's own checks only when all its fields are valid; this runs them on what is
-    valid, so that one pass reports every error: an unknown loss beside a missing name, a compare
-    with too few seeds beside a misspelled loss, the batch size and the workers beside a bad eval set.
-    """
-    try:
-        return TypeAdapter(cls).validate_python(data), []
-    except ValidationError:
-        pass
-    if not isinstance(data, dict):
-        return BROKEN, []
-    values, found = {}, []
-    for name, field in cls.model_fields.items():
-        if name not in data:
-            values[name] = None if field.is_required() else field.get_default(call_default_factory=True)
-            continue
-        try:
-            values[name] = TypeAdapter(_annotation(field)).validate_python(data[name])
-        except ValidationError:
-            members = [m for m in _members(field.annotation) if m is not type(None)]
-            section = members[0] if len(members) == 1 and isinstance(members[0], type) else None
-            section = section if section is not None and issubclass(section, _Section) else None
-            values[name], inner = _lenient(section, data[name], loc + [name]) if section else (BROKEN, [])
-            found += inner
-    partial = cls.model_construct(**values)
-    if isinstance(partial, Spec):
-        found += relation_problems(partial, lenient=True)
-    else:
-        try:
-            found += [_located(loc, field, text) for field, text in partial.problems(lenient=True)]
-        except (AttributeError, TypeError, IndexError):  # a check that needs a field this section lacks
-            pass
-    return partial, found
+# --- The MLflow param names of spec fields ------------------------------------------------------------------
 
 
-def _describe(error: dict) -> list[str]:
-    """A pydantic error as lossweep's 'field.path: message (and the fix)' lines."""
-    loc = [part for part in error["loc"] if part not in UNION_TAGS]
-    path = _path(loc)
-    kind, value = error["type"], error.get("input")
-    if kind == "value_error":
-        cause = error["ctx"]["error"]
-        if isinstance(cause, SectionProblems):
-            return [
-                f"{_path(loc + field.split('.')) if field else path or 'spec'}: {message}"
-                for field, message in cause.items
-            ]
-        return [f"{path}: {cause}"]
-    if kind == "missing":
-        parent = _model_at(loc[:-1])
-        field = parent.model_fields.get(loc[-1]) if parent else None
-        is_section = field is not None and any(
-            isinstance(m, type) and issubclass(m, BaseModel) for m in _members(field.annotation)
-        )
-        return [f"{path}: required; set it to {'a mapping' if is_section else 'a value'}"]
-    if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = list(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        return [f"{path}: unknown key; {hint}valid keys: {', '.join(valid)}"]
-    if kind == "literal_error":
-        options = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        close = difflib.get_close_matches(str(value), options, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return [f"{path}: {value!r} is not one of {options}{hint}"]
-    expected = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string"}
-    expected |= {"dict": "a mapping", "model": "a mapping", "tuple": "a list", "list": "a list"}
-    for prefix, text in expected.items():
-        if kind.startswith(prefix):
-            return [f"{path}: expected {text}, got {value!r}"]
-    return [f"{path}: {error['msg']}"]
+def field_path(*parts: str) -> str:
+    """The MLflow param name of a spec field (`training.batch_size`), checked against the models when
+    this module loads: a renamed field breaks here, not in a reader that falls back to a default."""
+    models: list[Any] = [Spec]
+    for part in parts:
+        model = next((m for m in models if part in m.model_fields), None)
+        if model is None:
+            raise KeyError(f"no spec field {'.'.join(parts)!r}")
+        kinds = members(model.model_fields[part].annotation)
+        models = [m for m in kinds if isinstance(m, type) and issubclass(m, BaseModel)]
+    return ".".join(parts)
 
 
-def _located(loc: list, field: str, text: str) -> str:
-    """A section's problem with its path: the section's location, then the field inside it."""
-    return f"{_path(loc + field.split('.')) if field else _path(loc) or 'spec'}: {text}"
+class Params:
+    """The spec fields read back from runs' MLflow params (the verdict's budgets and expectations)."""
 
-
-def _path(loc: list) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def _model_at(loc: list) -> type[BaseModel] | None:
-    """The model class at a location of a spec (for the valid keys of an unknown one)."""
-    model: Any = Spec
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        model = next((a for a in _members(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return model
-
-
-def _members(annotation: Any) -> list[Any]:
-    args = get_args(annotation)
-    if not args:
-        return [annotation]
-    return [m for a in args for m in _members(a)]
+    BATCH_SIZE = field_path("training", "batch_size")
+    STEPS = field_path("training", "steps")
+    WORKERS = field_path("resources", "workers")
+    GPUS_PER_WORKER = field_path("resources", "gpus_per_worker")
+    TRIALS = field_path("sweep", "trials")
+    SEEDS = field_path("sweep", "seeds")
+    MOST_SEEDS = field_path("sweep", "seeds", "max")
+    RESCORE_TOP = field_path("sweep", "rescore", "top")
+    BUDGETS = field_path("sweep", "budgets")
+    MODEL = field_path("model")
+    TRAIN_PATH = field_path("train", "path")
+    TRAIN_HUB = field_path("train", "hub")
+    TRAIN_SPLIT = field_path("train", "split")
+    LOSS_NAME = field_path("loss", "name")

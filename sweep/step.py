@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,20 +65,23 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MARKERS)
 
 
-def train_step(
-    loss: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    features: list[dict[str, Tensor]],
-    labels: Tensor | None,
-    parameters: Sequence[nn.Parameter],
-    *,
-    scheduler: Any = None,
-    max_grad_norm: float | None = None,
-    autocast: contextlib.AbstractContextManager | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    step: int = 0,
-    replays_forward: bool = False,
-) -> float:
+@dataclass
+class Optimisation:
+    """What an optimisation step uses besides its batch: the loss (holding the model), the optimiser
+    over `parameters`, its schedule, clipping, and the precision (`autocast`, fp16's `scaler`);
+    `replays_forward`: a GradCache loss, which runs the model again inside its backward hook."""
+
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    parameters: Sequence[nn.Parameter]
+    scheduler: Any = None
+    max_grad_norm: float | None = None
+    autocast: contextlib.AbstractContextManager | None = None
+    scaler: torch.amp.GradScaler | None = None
+    replays_forward: bool = False
+
+
+def train_step(opt: Optimisation, features: list[dict[str, Tensor]], labels: Tensor | None, step: int = 0) -> float:
     """Forward, backward, average gradients over workers, clip, step; returns the loss.
 
     The returned value is the mean over workers (an all-reduce of one number), so every worker sees
@@ -86,10 +90,11 @@ def train_step(
     runs the model again inside its backward hook: its backward stays under `autocast`, so the replay
     computes in the precision of the first pass.
     """
-    optimizer.zero_grad(set_to_none=True)
+    autocast, scaler = opt.autocast, opt.scaler
+    opt.optimizer.zero_grad(set_to_none=True)
     with autocast or contextlib.nullcontext():
-        value = loss_value(loss(features, labels))
-    with autocast if autocast is not None and replays_forward else contextlib.nullcontext():
+        value = loss_value(opt.loss(features, labels))
+    with autocast if autocast is not None and opt.replays_forward else contextlib.nullcontext():
         (scaler.scale(value) if scaler else value).backward()
     reported = value.detach().float().clone()
     if dist.is_available() and dist.is_initialized():
@@ -98,16 +103,16 @@ def train_step(
     reported = reported.item()
     if not math.isfinite(reported):
         raise TrainingDiverged(f"loss became {reported} at step {step}; lower the learning rate or check the data")
-    average_gradients(parameters)
+    average_gradients(opt.parameters)
     if scaler:
-        scaler.unscale_(optimizer)
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        scaler.unscale_(opt.optimizer)
+    if opt.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(opt.parameters, opt.max_grad_norm)
     if scaler:
-        scaler.step(optimizer)
+        scaler.step(opt.optimizer)
         scaler.update()
     else:
-        optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
+        opt.optimizer.step()
+    if opt.scheduler is not None:
+        opt.scheduler.step()
     return reported

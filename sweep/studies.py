@@ -20,11 +20,12 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.trial import TrialState
+from optuna.trial import TrialState as OptunaTrialState  # not lossweep's TrialState (protocol.py)
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from .protocol import Report
 from .space import DefineByRun, Space
 
 
@@ -90,10 +91,10 @@ class StudySearch(_Saved, Searcher):
         return {"trial": nest(trial.params | constants)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.live and self.metric in result and "step" in result:
+        if trial_id in self.live and self.metric in result and Report.STEP in result:
             with warnings.catch_warnings():  # a restarted worker reports steps again; Optuna keeps the first
                 warnings.simplefilter("ignore", UserWarning)
-                self.live[trial_id][1].report(float(result[self.metric]), int(result["step"]))
+                self.live[trial_id][1].report(float(result[self.metric]), int(result[Report.STEP]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:
@@ -101,9 +102,9 @@ class StudySearch(_Saved, Searcher):
         name, trial = self.live.pop(trial_id)
         value = None if not result else result.get(self.metric)
         if error or value is None:
-            self.studies[name].tell(trial, state=TrialState.FAIL)
-        elif int(result.get("step", 0)) < self.total_steps:
-            self.studies[name].tell(trial, state=TrialState.PRUNED)
+            self.studies[name].tell(trial, state=OptunaTrialState.FAIL)
+        elif int(result.get(Report.STEP, 0)) < self.total_steps:
+            self.studies[name].tell(trial, state=OptunaTrialState.PRUNED)
         else:
             self.studies[name].tell(trial, float(value))
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import ray
 
-from . import negatives as neg
-from . import storage
+from . import negatives, storage
 from .cluster import ensure_ray
 from .evaluate import PER_QUERY_ARTIFACT, build_evaluators, evaluate
 from .inputs import mining_input, negatives_dir, train_pairs
@@ -80,18 +79,18 @@ def start_scoring(spec: Spec, model: str, sets: list[str], tracking_uri: str, ru
 
 def _mine(spec_data: dict, directory: str) -> dict:
     spec = parse_spec(spec_data)
-    knobs = neg.knobs(spec)
+    knobs = negatives.knobs(spec)
     model = load_model(knobs.model, device=_device())
     if spec.max_seq_length:
         model.max_seq_length = spec.max_seq_length
-    return neg.mine(mining_input(spec, train_pairs(spec)), knobs, model, directory)
+    return negatives.mine(mining_input(spec, train_pairs(spec)), knobs, model, directory)
 
 
 def mine_negatives(spec: Spec) -> tuple[str, dict[str, Any], bool]:
     """The cache folder of the negatives the spec asks for, their summary, and whether they were mined
     now (False: an earlier run mined them with the same data, model and knobs)."""
     directory = negatives_dir(spec, mining_input(spec, train_pairs(spec)))
-    summary = neg.read_summary(directory)
+    summary = negatives.read_summary(directory)
     if summary is not None:
         return directory, summary, False
     ensure_ray()

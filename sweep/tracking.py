@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -312,6 +313,20 @@ class Tracker:
 
     def log_dict(self, run_id: str, data: Any, path: str) -> None:
         self.client.log_dict(run_id, data, path)
+
+    def read_dict(self, run_id: str, path: str) -> Any:
+        """A JSON artifact of a run, or None when the run has none at `path`. A store that cannot be
+        reached raises: a network error must not read as a missing file."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except MlflowException as error:
+                if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None  # the run holds nothing at that path (a local store and a server both say so)
+                raise
+            except FileNotFoundError:
+                return None
+            return json.loads(Path(local).read_text())
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

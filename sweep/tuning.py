@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from lossweep.losses import config_errors
 
 from . import storage
-from .metrics import headline
-from .protocol import Phase, Tag, TrialState
+from .driver import run_trainer, worker_resources
+from .metrics import TRAIN_LOSS, TRIAL_STARTUP, TRIAL_TEARDOWN, headline
+from .protocol import Phase, Report, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
 from .space import Space, grid_configs, trial_spec
 from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tracking import DataInput, Provenance, Tracker
-from .trial import run_trainer, worker_resources
 from .worker import train_in_trial
 
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
@@ -68,45 +69,53 @@ def verdict_metric(spec: Spec, ref: EvalRef) -> str:
     return headline(ref.type, ref.label)
 
 
-def phase_spec(trial: Spec, phase: str, selection: str, budgets: tuple[int, ...] = ()) -> Spec:
+def phase_spec(run: Spec, phase: str, selection: str, budgets: tuple[int, ...] = ()) -> Spec:
     """What a trial scores: search and tuning trials the selection set only, at every evaluation;
     rescore runs the selection set, once, at the end; seed runs every set at the end and at the
     `budgets` steps (their configuration is already chosen)."""
     if phase == Phase.SEEDS:
-        evaluation = trial.evaluation.replace(every_steps=0, at_start=False, at_steps=budgets or None)
-        return trial.replace(evaluation=evaluation)
+        evaluation = run.evaluation.replace(every_steps=0, at_start=False, at_steps=budgets or None)
+        return run.replace(evaluation=evaluation)
     if phase == Phase.RESCORE:
-        return trial.replace(evaluation=trial.evaluation.replace(sets=(selection,), every_steps=0, at_start=False))
-    return trial.replace(evaluation=trial.evaluation.replace(sets=(selection,)))
+        return run.replace(evaluation=run.evaluation.replace(sets=(selection,), every_steps=0, at_start=False))
+    return run.replace(evaluation=run.evaluation.replace(sets=(selection,)))
 
 
-# --- One trial ---------------------------------------------------------------------------------------
+# --- One trial: the trainable ------------------------------------------------------------------------
 
 
-def sweep_trial(
-    config: dict[str, Any],
-    *,
-    spec_data: dict,
-    space: Space,
-    parent_run_id: str,
-    tracking_uri: str,
-    data_fingerprint: str,
-    provenance: Provenance,
-    inputs: list[DataInput],
-    phase: str,
-) -> None:
-    """A Tune trial: the trial's spec, its MLflow child run (found again on resume), a Ray Train run."""
-    spec = parse_spec(spec_data)
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a phase shares, handed to Tune once (`tune.with_parameters`): the sweep's
+    spec and space, its parent run and tracking store, the training data's fingerprint, the driver's
+    provenance and dataset inputs, and the phase."""
+
+    spec_data: dict
+    space: Space
+    parent_run_id: str
+    tracking_uri: str
+    data_fingerprint: str
+    provenance: Provenance
+    inputs: list[DataInput]
+    phase: str
+
+
+def trainable(config: dict[str, Any], *, context: TrialContext) -> None:
+    """A Tune trial (its function trainable): the run's spec, its MLflow child run (found again on
+    resume), and training, in this process (1 worker) or on a Ray Train worker group."""
+    spec = parse_spec(context.spec_data)
     trial_config = config["trial"]
-    seed = config.get("seed")
     budgets = spec.sweep.budget_steps(spec.training.steps)
-    trial = phase_spec(trial_spec(spec, space, trial_config, seed=seed), phase, spec.selection_set().label, budgets)
-    errors = config_errors(trial.loss_config())
+    selection = spec.selection_set().label
+    run_spec = phase_spec(
+        trial_spec(spec, context.space, trial_config, seed=config.get("seed")), context.phase, selection, budgets
+    )
+    errors = config_errors(run_spec.loss_config())
     if errors:  # fail the trial at once, before any worker starts
         raise ValueError("invalid trial configuration:\n  " + "\n  ".join(errors))
     trial_id = tune.get_context().get_trial_id()
-    tracker = Tracker(tracking_uri)
-    run_id = tracker.find_child(parent_run_id, trial_id)
+    tracker = Tracker(context.tracking_uri)
+    run_id = tracker.find_child(context.parent_run_id, trial_id)
     if run_id is not None and _already_completed(tracker, run_id):
         return  # finished before the driver went down: its result is in MLflow, nothing is re-run
     if run_id is not None:
@@ -114,26 +123,26 @@ def sweep_trial(
     if run_id is None:
         tags = {
             Tag.TRIAL_ID: trial_id,
-            Tag.PHASE: phase,
+            Tag.PHASE: context.phase,
             Tag.MODE: spec.sweep.mode,
-            Tag.SEED: str(trial.training.seed),
+            Tag.SEED: str(run_spec.training.seed),
             Tag.TRIAL_CONFIG: json.dumps(trial_config, sort_keys=True),
             Tag.SWEEP: spec.name,
         }
-        run_name = f"{trial.loss_label()} {trial_id}"
         run_id = start_trial_run(
-            trial.replace(name=run_name),
+            run_spec.replace(name=f"{run_spec.loss_label()} {trial_id}"),
             tracker,
-            data_fingerprint,
-            provenance,
-            inputs=inputs,
-            parent_run_id=parent_run_id,
+            context.data_fingerprint,
+            context.provenance,
+            inputs=context.inputs,
+            parent_run_id=context.parent_run_id,
             tags=tags,
         )
-    if runs_in_trial(trial):
-        train_in_trial({"spec": trial.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri})
+    if runs_in_trial(run_spec):
+        train_in_trial({"spec": run_spec.to_dict(), "run_id": run_id, "tracking_uri": context.tracking_uri})
     else:
-        run_trainer(trial, run_id, tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=[TuneReportCallback()])
+        callbacks = [TuneReportCallback()]
+        run_trainer(run_spec, run_id, context.tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=callbacks)
     raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
 
 
@@ -142,7 +151,7 @@ def _already_completed(tracker: Tracker, run_id: str) -> bool:
     run = tracker.client.get_run(run_id)
     if run.data.tags.get(Tag.STATE) != TrialState.COMPLETED:
         return False
-    tune.report({"step": int(run.data.tags.get(Tag.LAST_STEP, 0))} | dict(run.data.metrics))
+    tune.report({Report.STEP: int(run.data.tags.get(Tag.LAST_STEP, 0))} | dict(run.data.metrics))
     return True
 
 
@@ -160,11 +169,11 @@ class CloseChildRuns(tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
 
     def _fixed_costs(self, tracker: Tracker, run_id: str, trial_id: str) -> dict[str, float]:
-        losses = tracker.client.get_metric_history(run_id, "train/loss")
+        losses = tracker.client.get_metric_history(run_id, TRAIN_LOSS)
         if not losses or trial_id not in self.started:
             return {}  # no step trained, or started by a driver before a crash
         first, last = min(m.timestamp for m in losses) / 1000, max(m.timestamp for m in losses) / 1000
-        return {"trial/startup_seconds": first - self.started[trial_id], "trial/teardown_seconds": time.time() - last}
+        return {TRIAL_STARTUP: first - self.started[trial_id], TRIAL_TEARDOWN: time.time() - last}
 
     def _close(self, trial, state: str, status: str, extra: dict | None = None) -> None:
         tracker = Tracker(self.tracking_uri)
@@ -176,21 +185,21 @@ class CloseChildRuns(tune.Callback):
         recorded = run.data.tags
         if recorded.get(Tag.STATE) == state and run.info.status == status:
             return  # closed before the driver went down; leave it exactly as it was
-        tags = {Tag.STATE: state, Tag.LAST_STEP: str(last.get("step", 0))}
+        tags = {Tag.STATE: state, Tag.LAST_STEP: str(last.get(Report.STEP, 0))}
         if state == TrialState.FAILED and recorded.get(Tag.ERROR):
             extra = {}  # the worker already recorded the precise reason (step, value)
         # A worker group's checkpoint comes with its report; a trial's own, through Tune.
-        saved = last.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint else None)
+        saved = last.get(Report.CHECKPOINT_PATH) or (trial.checkpoint.path if trial.checkpoint else None)
         if saved:
             tags[Tag.CHECKPOINT] = storage.as_uri(self.output_dir, saved)
         tracker.set_tags(run_id, tags | (extra or {}))
         costs = self._fixed_costs(tracker, run_id, trial.trial_id)
         if costs:
-            tracker.log_metrics(run_id, costs, int(last.get("step", 0)))
+            tracker.log_metrics(run_id, costs, int(last.get(Report.STEP, 0)))
         tracker.end_run(run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        pruned = (trial.last_result or {}).get("step", 0) < self.total_steps
+        pruned = (trial.last_result or {}).get(Report.STEP, 0) < self.total_steps
         self._close(trial, TrialState.PRUNED if pruned else TrialState.COMPLETED, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -244,7 +253,7 @@ def search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dic
     by_loss = len(studies) > 1 or SEARCH_STUDY not in studies
     asha = partial(
         ASHAScheduler,
-        time_attr="step",
+        time_attr=Report.STEP,
         metric=metric,
         mode="max",
         max_t=spec.training.steps,

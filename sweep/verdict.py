@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections import defaultdict
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,8 @@ from .importance import importances, studies
 from .leaderboard import Budget, Judged, Leaderboard, Row, readable, short
 from .protocol import SEED_ROUNDS_ARTIFACT, Phase, Tag, TrialState
 from .selection import choose
-from .space import decode_config
+from .space import TrialConfig
+from .spec import Params
 from .stats import ALPHA, BOOTSTRAP_SAMPLES, Interval, bootstrap_interval, holm, mean_ci, paired_t, paired_table
 from .tracking import Tracker
 
@@ -85,13 +84,8 @@ def _set(metric: str) -> str:
 
 
 def _artifact(tracker: Tracker, run_id: str, path: str) -> Any:
-    """A JSON artifact of a run, or None."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracker.client.download_artifacts(run_id, path, tmp)
-        except Exception:  # not logged
-            return None
-        return json.loads(Path(local).read_text())
+    """A JSON artifact of a run, or None when it has none (an unreachable store raises)."""
+    return tracker.read_dict(run_id, path)
 
 
 # --- Reading runs ------------------------------------------------------------------------------------------
@@ -118,24 +112,22 @@ def _spend(budget: Budget, run) -> None:
     budget.failed += state == TrialState.FAILED
     steps = int(run.data.tags.get(Tag.LAST_STEP, 0) or 0)
     budget.steps += steps
-    budget.samples += steps * int(_number(run.data.params, "training.batch_size", 0))
+    budget.samples += steps * int(_number(run.data.params, Params.BATCH_SIZE, 0))
     if run.info.end_time and run.info.start_time:
         wall = (run.info.end_time - run.info.start_time) / 1000
-        workers = _number(run.data.params, "resources.workers", 1)
-        gpus = _number(run.data.params, "resources.gpus_per_worker", 0)
+        workers = _number(run.data.params, Params.WORKERS, 1)
+        gpus = _number(run.data.params, Params.GPUS_PER_WORKER, 0)
         budget.wall_s += wall
         budget.device_s += wall * workers * (gpus or 1)
 
 
 def _config(run) -> dict:
-    """The sampled values of a trial, flat: the loss's parameters and the shared settings."""
-    return _flat(json.loads(run.data.tags.get(Tag.TRIAL_CONFIG, "{}")))
+    """The sampled values of a trial, flat: the loss's parameters, the shared settings, mining knobs."""
+    return TrialConfig.of_run(run).flat()
 
 
 def _flat(trial_config: dict) -> dict:
-    config = decode_config(trial_config)
-    loss = config.get("loss")
-    return dict(config.get(loss) or {}) | dict(config.get("shared") or {})
+    return TrialConfig.of(trial_config).flat()
 
 
 class Judge:
@@ -207,10 +199,10 @@ def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
 
 
 def _compare(board: Leaderboard, by_phase: dict[str, list], judge: Judge, params: dict, rounds: dict | None) -> None:
-    expected_trials = int(_number(params, "sweep.trials", 0))
-    expected_seeds = int(_number(params, "sweep.seeds", 0) or _number(params, "sweep.seeds.max", 0))
+    expected_trials = int(_number(params, Params.TRIALS, 0))
+    expected_seeds = int(_number(params, Params.SEEDS, 0) or _number(params, Params.MOST_SEEDS, 0))
     losses = _selection_rows(by_phase[Phase.TUNE] + by_phase[Phase.RESCORE], board.metric)
-    top = int(_number(params, "sweep.rescore.top", 0)) or None
+    top = int(_number(params, Params.RESCORE_TOP, 0)) or None
     for loss, choice in choose(by_phase[Phase.TUNE] + by_phase[Phase.RESCORE], board.metric, top).items():
         row = losses[loss]
         row.selection, row.config, row.best_run_id = choice.score, _flat(choice.config), choice.run_id
@@ -338,12 +330,12 @@ def judge_set(
 def _budgets(board: Leaderboard, rows, seed_runs, selected, baseline_run, judge: Judge, params: dict) -> None:
     """The first verdict set judged at every budget of `sweep.budgets` (the seed runs as they stood at
     those steps; no decision read them), what each budget cost, and how the ranking moved."""
-    metric, total = board.verdict_metric, int(_number(params, "training.steps", 0))
-    fractions = json.loads(params.get("sweep.budgets", "null") or "null") or []
+    metric, total = board.verdict_metric, int(_number(params, Params.STEPS, 0))
+    fractions = json.loads(params.get(Params.BUDGETS, "null") or "null") or []
     steps = sorted({max(1, round(f * total)) for f in fractions} - {total})
     if metric is None or not steps:
         return
-    workers = _number(params, "resources.workers", 1) * (_number(params, "resources.gpus_per_worker", 0) or 1)
+    workers = _number(params, Params.WORKERS, 1) * (_number(params, Params.GPUS_PER_WORKER, 0) or 1)
     for step in [*steps, total]:
         if step == total:
             judged = {row.loss: row.judged[metric] for row in rows}

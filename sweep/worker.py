@@ -37,17 +37,26 @@ import ray.tune
 import torch
 from transformers import get_scheduler
 
-from lossweep.losses import build_loss, get_entry
+from lossweep.losses import build_loss, get_entry, replays_forward
 
 from . import checkpoint
 from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
 from .inputs import train_dataset
+from .metrics import TRAIN_EPOCH, TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
 from .models import load_model
-from .protocol import Tag
+from .protocol import Report, Tag
 from .runs import failure_tags
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, parse_spec
-from .step import TrainingDiverged, TrialOutOfMemory, collate, is_out_of_memory, train_step, trainable_parameters
+from .step import (
+    Optimisation,
+    TrainingDiverged,
+    TrialOutOfMemory,
+    collate,
+    is_out_of_memory,
+    train_step,
+    trainable_parameters,
+)
 from .tracking import Tracker
 
 
@@ -69,7 +78,7 @@ def ray_train_session() -> Session:
 
     def report(metrics: dict[str, Any], folder: str | None) -> None:
         saved = ray.train.Checkpoint.from_directory(folder) if folder else None
-        step = metrics["step"]
+        step = metrics[Report.STEP]
         ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"step_{step:07d}")
 
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -88,7 +97,7 @@ def tune_session() -> Session:
 
 
 @dataclass
-class Trial:
+class WorkerState:
     """What one worker holds while it trains."""
 
     session: Session
@@ -113,6 +122,20 @@ class Trial:
     replays_forward: bool = False  # a GradCache loss: the model runs again in the backward
     start: int = 0
     step: int = 0  # the step being trained (for the out-of-memory message)
+
+    @property
+    def optimisation(self) -> Optimisation:
+        return Optimisation(
+            self.loss,
+            self.optimizer,
+            self.parameters,
+            self.scheduler,
+            self.spec.training.max_grad_norm,
+            self.autocast,
+            self.scaler,
+            self.replays_forward,
+        )
+
     log: dict[str, float] = field(default_factory=dict)  # the running window of train/samples_per_second
 
 
@@ -131,19 +154,19 @@ def train_in_trial(config: dict[str, Any]) -> None:
 def run_loop(config: dict[str, Any], session: Session) -> None:
     """Setup, resume, train, evaluate and report, wherever the loop runs."""
     _quiet_worker_logs()
-    trial = setup(config, session)
-    if resume(trial):
+    worker = setup(config, session)
+    if resume(worker):
         return
-    record_attempt(trial)
-    if trial.start == 0 and trial.spec.evaluation.at_start and trial.evaluators:
-        evaluate_and_report(trial, 0, {})
-    train(trial)
+    record_attempt(worker)
+    if worker.start == 0 and worker.spec.evaluation.at_start and worker.evaluators:
+        evaluate_and_report(worker, 0, {})
+    train(worker)
 
 
 # --- 1. Setup ------------------------------------------------------------------------------------------
 
 
-def setup(config: dict[str, Any], session: Session) -> Trial:
+def setup(config: dict[str, Any], session: Session) -> WorkerState:
     """Seeds, data, model, loss (gathering across workers when there are several), optimiser."""
     spec = parse_spec(config["spec"])
     rank, world, device = session.rank, session.world, session.device
@@ -166,7 +189,7 @@ def setup(config: dict[str, Any], session: Session) -> Trial:
     autocast = None
     if precision != "fp32":
         autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return Trial(
+    return WorkerState(
         session=session,
         spec=spec,
         run_id=config["run_id"],
@@ -186,17 +209,8 @@ def setup(config: dict[str, Any], session: Session) -> Trial:
         evaluators=build_evaluators(spec),
         autocast=autocast,
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
-        replays_forward=_replays_forward(spec),
+        replays_forward=replays_forward(spec.loss_config()),
     )
-
-
-def _replays_forward(spec: Spec) -> bool:
-    """Whether the loss (or the base a modifier wraps) back-propagates through a GradCache hook."""
-    config = spec.loss_config()
-    while config.base is not None:
-        config = config.base
-    cache = get_entry(config.name).gradient_cache
-    return bool(cache and cache(config.params))
 
 
 def _seed(seed: int) -> None:
@@ -226,115 +240,103 @@ def _quiet_worker_logs() -> None:
 # --- 2. Resume -----------------------------------------------------------------------------------------
 
 
-def resume(trial: Trial) -> bool:
+def resume(worker: WorkerState) -> bool:
     """Continue from the last reported checkpoint of a restarted worker group. True when that
     checkpoint is the final one: its result is handed back and nothing is trained or logged twice."""
-    found = trial.session.last_checkpoint()
+    found = worker.session.last_checkpoint()
     if found is None:
         return False
     with found.as_directory() as directory:
-        trial.start, metrics = checkpoint.load(
-            Path(directory), trial.model, trial.loss, trial.optimizer, trial.scheduler
+        worker.start, metrics = checkpoint.load(
+            Path(directory), worker.model, worker.loss, worker.optimizer, worker.scheduler
         )
-    if trial.start >= trial.steps:
-        trial.session.report(metrics, None)
+    if worker.start >= worker.steps:
+        worker.session.report(metrics, None)
         return True
     return False
 
 
-def record_attempt(trial: Trial) -> None:
+def record_attempt(worker: WorkerState) -> None:
     """Every start of the worker group is an attempt; a restart is recorded on the same run."""
-    if trial.tracker is None:
+    if worker.tracker is None:
         return
-    tags = trial.tracker.client.get_run(trial.run_id).data.tags
+    tags = worker.tracker.client.get_run(worker.run_id).data.tags
     attempts = int(tags.get(Tag.ATTEMPTS, "0")) + 1
-    update = {Tag.ATTEMPTS: str(attempts), Tag.TOTAL_STEPS: str(trial.steps)}
+    update = {Tag.ATTEMPTS: str(attempts), Tag.TOTAL_STEPS: str(worker.steps)}
     if attempts > 1:
-        update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(trial.start)}
-    trial.tracker.set_tags(trial.run_id, update)
+        update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(worker.start)}
+    worker.tracker.set_tags(worker.run_id, update)
 
 
 # --- 3. Train ------------------------------------------------------------------------------------------
 
 
-def train(trial: Trial) -> None:
+def train(worker: WorkerState) -> None:
     """Optimise to the last step, evaluating at set steps and at the end.
 
     A NaN loss stops every worker at the same step (the loss is all-reduced): the run is recorded as
     failed and ends without a retry. Running out of memory is raised, so Ray Train tears the worker
     group down (a worker alone in a collective would wait forever).
     """
-    spec = trial.spec
+    spec = worker.spec
     budget = spec.resources.memory_per_worker_gb
-    if budget and trial.device.type == "cpu":
+    if budget and worker.device.type == "cpu":
         limit_memory_growth(budget)
     try:
-        last_loss = _optimise(trial)
-        evaluate_and_report(trial, trial.steps, {"train/loss": last_loss}, final=True)
+        last_loss = _optimise(worker)
+        evaluate_and_report(worker, worker.steps, {TRAIN_LOSS: last_loss}, final=True)
     except TrainingDiverged as error:
-        if trial.tracker:
-            trial.tracker.set_tags(trial.run_id, failure_tags("diverged", str(error)))
+        if worker.tracker:
+            worker.tracker.set_tags(worker.run_id, failure_tags("diverged", str(error)))
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        local = spec.training.batch_size // trial.world
+        local = spec.training.batch_size // worker.world
         detail = str(error).splitlines()[0][:200]
         message = (
-            f"out of memory at step {trial.step} with {local} rows per worker ({detail}); "
+            f"out of memory at step {worker.step} with {local} rows per worker ({detail}); "
             "lower training.batch_size or max_seq_length, or use a cached (GradCache) loss"
         )
-        if trial.tracker:
-            trial.tracker.set_tags(trial.run_id, failure_tags("out_of_memory", message))
+        if worker.tracker:
+            worker.tracker.set_tags(worker.run_id, failure_tags("out_of_memory", message))
         raise TrialOutOfMemory(message) from None
 
 
-def _optimise(trial: Trial) -> float:
-    """The optimisation steps from `trial.start`; returns the last loss."""
-    spec = trial.spec
+def _optimise(worker: WorkerState) -> float:
+    """The optimisation steps from `worker.start`; returns the last loss."""
+    spec = worker.spec
     every, log_every = spec.evaluation.every_steps, spec.training.log_every_steps
-    trial.model.train()
+    worker.model.train()
     window = (time.perf_counter(), 0)
     last_loss = float("nan")
     for step, global_batch in batches(
-        trial.dataset, spec.training.batch_size, trial.sampler, spec.training.seed, trial.start
+        worker.dataset, spec.training.batch_size, worker.sampler, spec.training.seed, worker.start
     ):
-        if step >= trial.steps:
+        if step >= worker.steps:
             break
-        trial.step = done = step + 1
-        rows = trial.dataset[shard(global_batch, trial.rank, trial.world)]
-        features, labels = collate(trial.model, rows, trial.device)
-        last_loss = train_step(
-            trial.loss,
-            trial.optimizer,
-            features,
-            labels,
-            trial.parameters,
-            scheduler=trial.scheduler,
-            max_grad_norm=spec.training.max_grad_norm,
-            autocast=trial.autocast,
-            scaler=trial.scaler,
-            step=done,
-            replays_forward=trial.replays_forward,
-        )
+        worker.step = done = step + 1
+        rows = worker.dataset[shard(global_batch, worker.rank, worker.world)]
+        features, labels = collate(worker.model, rows, worker.device)
+        last_loss = train_step(worker.optimisation, features, labels, step=done)
         window = (window[0], window[1] + 1)
-        if trial.tracker and (done % log_every == 0 or done == trial.steps or done == trial.start + 1):
+        if worker.tracker and (done % log_every == 0 or done == worker.steps or done == worker.start + 1):
             seconds = time.perf_counter() - window[0]
-            trial.tracker.log_metrics(
-                trial.run_id,
+            worker.tracker.log_metrics(
+                worker.run_id,
                 {
-                    "train/step": done,
-                    "train/loss": last_loss,
-                    "train/learning_rate": trial.scheduler.get_last_lr()[0],
-                    "train/samples_per_second": window[1] * spec.training.batch_size / seconds,
-                    "train/epoch": done / trial.steps_per_epoch,
+                    TRAIN_STEP: done,
+                    TRAIN_LOSS: last_loss,
+                    TRAIN_LEARNING_RATE: worker.scheduler.get_last_lr()[0],
+                    TRAIN_SAMPLES_PER_SECOND: window[1] * spec.training.batch_size / seconds,
+                    TRAIN_EPOCH: done / worker.steps_per_epoch,
                 },
                 done,
             )
         if done % log_every == 0:
             window = (time.perf_counter(), 0)
         kept = done in (spec.evaluation.at_steps or ())
-        if (every and done % every == 0 or kept) and done < trial.steps:
-            evaluate_and_report(trial, done, {"train/loss": last_loss}, keep_items=kept)
+        if (every and done % every == 0 or kept) and done < worker.steps:
+            evaluate_and_report(worker, done, {TRAIN_LOSS: last_loss}, keep_items=kept)
     return last_loss
 
 
@@ -357,22 +359,22 @@ def limit_memory_growth(budget_gb: float) -> None:
 
 
 def evaluate_and_report(
-    trial: Trial, step: int, train_metrics: dict[str, float], final: bool = False, keep_items: bool = False
+    worker: WorkerState, step: int, train_metrics: dict[str, float], final: bool = False, keep_items: bool = False
 ) -> None:
     """Evaluate (all ranks share the encoding), log on rank 0, report to Ray with a checkpoint; per-item
     values are kept at the end and at the steps asked for (`keep_items`)."""
-    spec = trial.spec
-    result = evaluate(trial.model, trial.evaluators, distributed=spec.evaluation.distributed and trial.world > 1)
-    metrics = {"step": step, **train_metrics}
+    spec = worker.spec
+    result = evaluate(worker.model, worker.evaluators, distributed=spec.evaluation.distributed and worker.world > 1)
+    metrics = {Report.STEP: step, **train_metrics}
     if result is not None:
         metrics |= result.metrics
     with tempfile.TemporaryDirectory() as tmp:
         saved = None
-        if trial.rank == 0:
-            assert trial.tracker is not None and result is not None
-            trial.tracker.log_metrics(trial.run_id, {k: v for k, v in metrics.items() if k != "step"}, step)
+        if worker.rank == 0:
+            assert worker.tracker is not None and result is not None
+            worker.tracker.log_metrics(worker.run_id, {k: v for k, v in metrics.items() if k != Report.STEP}, step)
             if (final or keep_items) and result.per_query:
-                trial.tracker.log_dict(trial.run_id, result.per_query, per_query_artifact(None if final else step))
-            checkpoint.save(Path(tmp), trial.model, trial.loss, trial.optimizer, trial.scheduler, step, metrics)
+                worker.tracker.log_dict(worker.run_id, result.per_query, per_query_artifact(None if final else step))
+            checkpoint.save(Path(tmp), worker.model, worker.loss, worker.optimizer, worker.scheduler, step, metrics)
             saved = tmp
-        trial.session.report(metrics, saved)
+        worker.session.report(metrics, saved)

@@ -63,6 +63,19 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
+@pytest.fixture(autouse=True)
+def no_ray_unless_slow(request, monkeypatch):
+    """A test not marked slow starts no Ray (`pytest -m "not slow"` runs in seconds, anywhere)."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import ray
+
+    def refused(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts Ray but is not marked slow")
+
+    monkeypatch.setattr(ray, "init", refused)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get(DATA_DIR_ENV, REPO.parent / "shared" / "data")).resolve()

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from lossweep.losses import LossConfig, build_loss
 from lossweep.sweep.models import load_model
-from lossweep.sweep.step import collate, train_step, trainable_parameters
+from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
 
 Case = tuple[str, LossConfig, dict]  # (id, loss, column-major rows: steps * global batch)
 
@@ -57,7 +57,7 @@ def train_cases(
                 start = step * global_batch + rank * local
                 batch = {column: values[start : start + local] for column, values in rows.items()}
                 features, labels = collate(model, batch)
-                train_step(loss, optimizer, features, labels, params)
+                train_step(Optimisation(loss, optimizer, params), features, labels)
             if rank == 0:
                 torch.save(trained_state(model, loss), Path(out) / f"{case_id}.pt")
     finally:

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from lossweep.losses import DataFormatError, LossConfig, check_dataset, fit_report
-from lossweep.sweep import data as d
+from lossweep.sweep import data
 
 
 def refusal(loss: str | LossConfig, dataset) -> str:
@@ -16,7 +16,7 @@ def refusal(loss: str | LossConfig, dataset) -> str:
 
 
 def test_scored_pairs_refused_by_a_loss_that_takes_no_label(data_dir):
-    message = refusal("MultipleNegativesRankingLoss", d.stsb(data_dir / "stsbenchmark", "dev"))
+    message = refusal("MultipleNegativesRankingLoss", data.stsb(data_dir / "stsbenchmark", "dev"))
     assert message.startswith("MultipleNegativesRankingLoss cannot train on train: it takes no label")
     assert "found:    text columns ['sentence1', 'sentence2'] and label 'score' (float64 score)" in message
     assert "dataset.remove_columns('score')" in message
@@ -24,20 +24,20 @@ def test_scored_pairs_refused_by_a_loss_that_takes_no_label(data_dir):
 
 
 def test_pairs_without_scores_refused_by_cosent(data_dir):
-    message = refusal("CoSENTLoss", d.beir_pairs(data_dir / "cranfield", "train"))
+    message = refusal("CoSENTLoss", data.beir_pairs(data_dir / "cranfield", "train"))
     assert "it needs a label column (a float similarity score), but the dataset has none" in message
     assert "add a 'label' column holding a float similarity score" in message
     assert "MultipleNegativesRankingLoss" in message  # what does fit pairs
 
 
 def test_pairs_refused_by_triplet_loss(data_dir):
-    message = refusal("TripletLoss", d.snli_pairs(data_dir / "snli", "dev"))
+    message = refusal("TripletLoss", data.snli_pairs(data_dir / "snli", "dev"))
     assert "it takes (anchor, positive, negative) + no label column, but the dataset has 2 text columns" in message
     assert "keep 3 text columns in the order (anchor, positive, negative)" in message
 
 
 def test_float_scores_refused_by_contrastive_loss(data_dir):
-    message = refusal("ContrastiveLoss", d.stsb(data_dir / "stsbenchmark", "dev"))
+    message = refusal("ContrastiveLoss", data.stsb(data_dir / "stsbenchmark", "dev"))
     assert "it needs a 0/1 label (1 = similar pair), but label 'score' holds float64 score" in message
     assert "convert label 'score' to a 0/1 label" in message
 
@@ -50,7 +50,7 @@ def test_string_class_names_refused_with_the_encoding_fix():
 
 
 def test_classes_with_one_example_refused_by_batch_triplet_losses(data_dir):
-    full = d.banking77(data_dir / "banking77", "test")
+    full = data.banking77(data_dir / "banking77", "test")
     one_per_class = full.select([full["label"].index(c) for c in range(5)])
     message = refusal("BatchAllTripletLoss", one_per_class)
     assert "0 classes with 2 or more examples; a batch-triplet loss needs at least 2 such classes" in message
@@ -73,7 +73,7 @@ def test_teacher_scores_of_the_wrong_length():
 
 def test_modifier_takes_its_base_format(data_dir):
     config = LossConfig("MatryoshkaLoss", {}, LossConfig("MultipleNegativesRankingLoss"))
-    message = refusal(config, d.paws(data_dir / "paws", "dev"))
+    message = refusal(config, data.paws(data_dir / "paws", "dev"))
     assert message.startswith("MatryoshkaLoss(MultipleNegativesRankingLoss) cannot train on train")
     assert "rows labelled as negatives would be trained as positives" in message
 
@@ -87,11 +87,11 @@ def test_fit_report_lists_what_fits_each_real_dataset(data_dir):
     def fitting(dataset) -> set[str]:
         return {f.loss for f in fit_report(dataset) if f.ok}
 
-    assert fitting(d.stsb(data_dir / "stsbenchmark", "dev")) == {"AnglELoss", "CoSENTLoss", "CosineSimilarityLoss"}
+    assert fitting(data.stsb(data_dir / "stsbenchmark", "dev")) == {"AnglELoss", "CoSENTLoss", "CosineSimilarityLoss"}
     assert {"BatchAllTripletLoss", "BatchHardTripletLoss", "BatchSemiHardTripletLoss"} <= fitting(
-        d.banking77(data_dir / "banking77", "test")
+        data.banking77(data_dir / "banking77", "test")
     )
-    assert {"ContrastiveLoss", "OnlineContrastiveLoss", "SoftmaxLoss"} <= fitting(d.paws(data_dir / "paws", "dev"))
-    triplets = fitting(d.snli_triplets(data_dir / "snli", "dev"))
+    assert {"ContrastiveLoss", "OnlineContrastiveLoss", "SoftmaxLoss"} <= fitting(data.paws(data_dir / "paws", "dev"))
+    triplets = fitting(data.snli_triplets(data_dir / "snli", "dev"))
     assert {"TripletLoss", "MultipleNegativesRankingLoss", "GISTEmbedLoss"} <= triplets
     assert "MultipleNegativesSymmetricRankingLoss" not in triplets

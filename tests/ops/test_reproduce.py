@@ -5,15 +5,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 from mlflow.tracking import MlflowClient
 
+from lossweep.sweep.driver import train
 from lossweep.sweep.models import tiny_model
 from lossweep.sweep.reproduce import reproduce
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker
-from lossweep.sweep.trial import train
 
 
+@pytest.mark.slow
 def test_reproduce_matches_then_refuses_changed_data_and_versions(ray_local, data_dir, tmp_path):
     # Given a trial trained on 2 workers, with dropout on (its randomness must replay too)
     data = tmp_path / "data"

@@ -65,6 +65,7 @@ def test_tracking_password_from_the_environment_appears_nowhere_in_the_store(dat
         assert secret.encode() not in file.read_bytes(), f"the password leaked into {file}"
 
 
+@pytest.mark.slow
 def test_a_local_ray_serves_its_dashboard_and_job_api_on_loopback_with_a_token(tmp_path):
     # A fresh process: lossweep starts its own local Ray, then reports what its HTTP API listens on.
     # (Ray's internal gRPC ports listen on every interface by Ray's design; Ray 2.60 guards them and the

@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
     TripletEvaluator as STTripletEvaluator,
 )
 
-from lossweep.sweep import data as d
+from lossweep.sweep import data as sweep_data
 from lossweep.sweep.evaluate import ClassesEvaluator, RetrievalEvaluator, STSEvaluator, TripletEvaluator, evaluate
 from lossweep.sweep.inputs import load_eval
 from lossweep.sweep.models import load_model
@@ -37,7 +37,7 @@ def model(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def cranfield(data_dir):
-    return d.load_beir(data_dir / "cranfield", "test")
+    return sweep_data.load_beir(data_dir / "cranfield", "test")
 
 
 def count_encoded_texts(model, monkeypatch) -> list[str]:
@@ -66,8 +66,8 @@ def test_retrieval_encodes_every_text_once_for_all_sizes(model, cranfield, monke
 
 def test_sets_searching_one_corpus_share_its_encoding(model, data_dir, monkeypatch):
     # A validation set carved from the training queries searches the same corpus as the test set.
-    validation = d.load_beir(data_dir / "cranfield", "train", limit=20)
-    test = d.load_beir(data_dir / "cranfield", "test", limit=20)
+    validation = sweep_data.load_beir(data_dir / "cranfield", "train", limit=20)
+    test = sweep_data.load_beir(data_dir / "cranfield", "test", limit=20)
     seen = count_encoded_texts(model, monkeypatch)
     result = evaluate(model, [RetrievalEvaluator("val", validation), RetrievalEvaluator("test", test)])
     texts = list(validation.queries.values()) + list(test.queries.values()) + list(test.corpus.values())
@@ -76,7 +76,7 @@ def test_sets_searching_one_corpus_share_its_encoding(model, data_dir, monkeypat
     assert result.metrics["eval/test/ndcg_at_10"] == pytest.approx(alone["eval/test/ndcg_at_10"], abs=1e-9)
 
 
-def binary(data: d.RetrievalSet) -> d.RetrievalSet:
+def binary(data: sweep_data.RetrievalSet) -> sweep_data.RetrievalSet:
     """The same judgements with every grade 1, as sentence-transformers reads them."""
     return dataclasses.replace(data, qrels={q: dict.fromkeys(docs, 1) for q, docs in data.qrels.items()})
 
@@ -137,7 +137,7 @@ def test_per_query_values_average_to_every_reported_metric_at_every_size(model, 
         per_query = result.per_query[name]
         assert len(per_query) == 75
         assert np.mean(list(per_query.values())) == pytest.approx(result.metrics[name], abs=1e-12), name
-    triplets = d.snli_triplets(data_dir / "snli", "test").select(range(100))
+    triplets = sweep_data.snli_triplets(data_dir / "snli", "test").select(range(100))
     result = TripletEvaluator("nli", triplets, dims=[16])(model)
     for name in ("eval/nli/cosine_accuracy", "eval/nli/cosine_accuracy/dim_16"):
         assert len(result.per_query[name]) == 100
@@ -145,14 +145,14 @@ def test_per_query_values_average_to_every_reported_metric_at_every_size(model, 
 
 
 def test_sts_and_triplet_equal_sentence_transformers(model, data_dir):
-    sts = d.stsb(data_dir / "stsbenchmark", "test").select(range(300))
+    sts = sweep_data.stsb(data_dir / "stsbenchmark", "test").select(range(300))
     ours = STSEvaluator("sts", sts, dims=DIMS, batch_size=16)(model).metrics
     for dim in DIMS:
         ref = EmbeddingSimilarityEvaluator(
             sts["sentence1"], sts["sentence2"], sts["score"], name="r", truncate_dim=dim
         )(model)
         assert ours[f"eval/sts/spearman_cosine/dim_{dim}"] == pytest.approx(ref["r_spearman_cosine"], abs=1e-6)
-    triplets = d.snli_triplets(data_dir / "snli", "test").select(range(300))
+    triplets = sweep_data.snli_triplets(data_dir / "snli", "test").select(range(300))
     ours = TripletEvaluator("nli", triplets, batch_size=16)(model).metrics
     ref = STTripletEvaluator(triplets["anchor"], triplets["positive"], triplets["negative"], name="r")(model)
     assert ours["eval/nli/cosine_accuracy"] == pytest.approx(ref["r_cosine_accuracy"], abs=1e-9)
@@ -162,7 +162,7 @@ def test_sts_and_triplet_equal_sentence_transformers(model, data_dir):
 def test_packaged_minilm_matches_the_published_cranfield_figures(data_dir):
     # Reference: sentence-transformers 6.2's InformationRetrievalEvaluator on base all-MiniLM-L6-v2, which
     # reads the judgements as binary; lossweep's NDCG on the graded judgements is trec_eval's (MTEB's).
-    model, cranfield = load_model("minilm"), d.load_beir(data_dir / "cranfield", "test")
+    model, cranfield = load_model("minilm"), sweep_data.load_beir(data_dir / "cranfield", "test")
     result = RetrievalEvaluator("cranfield", binary(cranfield))(model)
     assert result.metrics["eval/cranfield/ndcg_at_10"] == pytest.approx(0.4339, abs=5e-5)
     assert result.metrics["eval/cranfield/mrr_at_10"] == pytest.approx(0.5612, abs=5e-5)
@@ -201,8 +201,8 @@ def write_beir(folder, queries: list[str], documents: list[str], judged: dict[tu
 @pytest.mark.parametrize("graded", [False, True], ids=["pairs", "pairs with grades"])
 def test_a_pairs_file_scores_as_the_same_data_written_as_a_beir_folder(model, data_dir, tmp_path, graded):
     # Given Cranfield's test judgements as a CSV of pairs, and its training pairs as the training file
-    test = d.load_beir(data_dir / "cranfield", "test", limit=40)
-    train = d.beir_pairs(data_dir / "cranfield", "train")
+    test = sweep_data.load_beir(data_dir / "cranfield", "test", limit=40)
+    train = sweep_data.beir_pairs(data_dir / "cranfield", "train")
     pairs = [
         (test.queries[q], test.corpus[doc], grade) for q, docs in test.qrels.items() for doc, grade in docs.items()
     ]
@@ -232,7 +232,7 @@ def test_a_pairs_file_scores_as_the_same_data_written_as_a_beir_folder(model, da
     assert len(from_pairs.corpus) == len(documents) and len(from_pairs.queries) == 40
     assert len(load_eval(spec.eval[1], spec).retrieval.corpus) == len({t for _, t, _ in pairs})  # corpus: own
     ours = RetrievalEvaluator("x", from_pairs)(model).metrics
-    reference = RetrievalEvaluator("x", d.load_beir(Path(beir), "test"))(model).metrics
+    reference = RetrievalEvaluator("x", sweep_data.load_beir(Path(beir), "test"))(model).metrics
     # Then every metric is the same
     assert ours.keys() == reference.keys()
     for name, value in ours.items():
@@ -267,7 +267,7 @@ def test_class_metrics_equal_pytorch_metric_learning_on_banking77(model, data_di
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    rows = d.banking77(data_dir / "banking77", "test")
+    rows = sweep_data.banking77(data_dir / "banking77", "test")
     result = ClassesEvaluator("b77", rows, dims=[16])(model)
     embeddings = model.encode(rows["text"], convert_to_tensor=True)
     calculator = AccuracyCalculator(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
+from lossweep.sweep.driver import train
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.trial import train
 
 CASES = {
     # in-batch negatives, gathered by sentence-transformers itself

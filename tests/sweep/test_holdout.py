@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from lossweep.sweep import data as d
+from lossweep.sweep import data
 from lossweep.sweep.evaluate import build_evaluators
 from lossweep.sweep.inputs import load_eval, train_dataset
 from lossweep.sweep.sampler import batches
@@ -31,7 +31,7 @@ def cranfield_spec(data_dir, size: int = 30, seed: int = 0):
 
 def test_carved_queries_are_seeded_training_queries_with_their_judgements(data_dir):
     spec = cranfield_spec(data_dir)
-    train = d.load_beir(data_dir / "cranfield", "train")
+    train = data.load_beir(data_dir / "cranfield", "train")
     validation = load_eval(spec.eval[0], spec).retrieval
     assert len(validation.queries) == 30 and set(validation.queries) <= set(train.qrels)
     assert validation.qrels == {q: train.qrels[q] for q in validation.queries}
@@ -39,14 +39,14 @@ def test_carved_queries_are_seeded_training_queries_with_their_judgements(data_d
     assert load_eval(spec.eval[0], spec).retrieval.queries == validation.queries  # deterministic
     other = load_eval(cranfield_spec(data_dir, seed=1).eval[0], spec).retrieval
     assert set(other.queries) != set(validation.queries)
-    assert not set(validation.queries) & set(d.load_beir(data_dir / "cranfield", "test").queries)
+    assert not set(validation.queries) & set(data.load_beir(data_dir / "cranfield", "test").queries)
 
 
 def test_no_held_out_query_reaches_the_trainer(data_dir):
     spec = cranfield_spec(data_dir)
     validation = load_eval(spec.eval[0], spec).retrieval
     held_out = set(validation.queries.values())
-    all_pairs = d.beir_pairs(data_dir / "cranfield", "train")
+    all_pairs = data.beir_pairs(data_dir / "cranfield", "train")
     trained = train_dataset(spec)  # what every Ray Train worker loads
     assert not held_out & set(trained["anchor"])
     judgements = sum(len(validation.qrels[q]) for q in validation.queries)
@@ -79,13 +79,15 @@ def test_rows_are_carved_from_scored_pairs_too(data_dir):
 
 def test_carving_too_much_is_refused_with_the_fix(data_dir):
     spec = cranfield_spec(data_dir, size=150)
-    with pytest.raises(d.DataError, match="150 held-out queries would leave no training query of 150; hold out fewer"):
+    with pytest.raises(
+        data.DataError, match="150 held-out queries would leave no training query of 150; hold out fewer"
+    ):
         load_eval(spec.eval[0], spec)
 
 
 def test_no_held_out_anchor_of_a_pairs_file_reaches_the_trainer(data_dir, tmp_path):
     # Given a CSV of (question, answer) pairs, several answers per question, and 40 questions carved out
-    pairs = d.beir_pairs(data_dir / "scifact", "train")
+    pairs = data.beir_pairs(data_dir / "scifact", "train")
     path = tmp_path / "pairs.csv"
     pairs.rename_columns({"anchor": "question", "positive": "answer"}).to_csv(str(path), index=False)
     spec = parse_spec(
@@ -127,7 +129,7 @@ def test_class_labelled_texts_are_held_out_in_proportion_to_each_class(data_dir)
             "training": {"batch_size": 16, "steps": 10},
         }
     )
-    train = d.banking77(data_dir / "banking77", "train")
+    train = data.banking77(data_dir / "banking77", "train")
     held_out = load_eval(spec.eval[0], spec).rows
     assert len(held_out) == 770
     counts, totals = Counter(held_out["label"]), Counter(train["label"])

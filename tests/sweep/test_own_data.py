@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lossweep.sweep import data as d
+from lossweep.sweep import data
 from lossweep.sweep.phases import run_sweep
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.tracking import Tracker
@@ -29,7 +29,7 @@ def test_a_sweep_on_csv_pairs_selects_on_carved_anchors_and_judges_on_a_held_out
             "data_dir": str(tmp_path),
             "model": tiny_model_path,
             "train": {
-                "path": write_pairs(d.beir_pairs(data_dir / "scifact", "train"), tmp_path / "pairs.csv"),
+                "path": write_pairs(data.beir_pairs(data_dir / "scifact", "train"), tmp_path / "pairs.csv"),
                 "columns": pairs,
             },
             "eval": [
@@ -50,7 +50,7 @@ def test_a_sweep_on_csv_pairs_selects_on_carved_anchors_and_judges_on_a_held_out
             },
         }
     )
-    write_pairs(d.beir_pairs(data_dir / "scifact", "test"), tmp_path / "heldout.csv")
+    write_pairs(data.beir_pairs(data_dir / "scifact", "test"), tmp_path / "heldout.csv")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # When it runs
     outcome = run_sweep(spec, tracking_uri=uri)

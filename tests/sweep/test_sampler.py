@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from itertools import islice
 
-from lossweep.sweep import data as d
+from lossweep.sweep import data
 from lossweep.sweep.sampler import batches, epoch_batches, shard
 
 
 def test_no_duplicate_text_in_any_global_batch(data_dir):
     # SNLI premises repeat across rows (3 hypotheses per premise): the sampler must split them up.
-    pairs = d.snli_pairs(data_dir / "snli", "dev").select(range(600))
+    pairs = data.snli_pairs(data_dir / "snli", "dev").select(range(600))
     assert len(set(pairs["anchor"])) < len(pairs)
     for batch in epoch_batches(pairs, 32, "no_duplicates", seed=1, epoch=0):
         texts = [pairs[i]["anchor"] for i in batch] + [pairs[i]["positive"] for i in batch]
@@ -19,14 +19,14 @@ def test_no_duplicate_text_in_any_global_batch(data_dir):
 
 
 def test_group_by_label_puts_each_label_at_least_twice(data_dir):
-    classes = d.banking77(data_dir / "banking77", "test")
+    classes = data.banking77(data_dir / "banking77", "test")
     for batch in epoch_batches(classes, 32, "group_by_label", seed=0, epoch=0):
         counts = Counter(classes[i]["label"] for i in batch)
         assert len(batch) == 32 and min(counts.values()) >= 2
 
 
 def test_order_is_seeded_and_resumable(data_dir):
-    pairs = d.beir_pairs(data_dir / "cranfield", "train")
+    pairs = data.beir_pairs(data_dir / "cranfield", "train")
     first = list(islice(batches(pairs, 16, "random", seed=7), 70))  # crosses into the second epoch
     assert first == list(islice(batches(pairs, 16, "random", seed=7), 70))
     assert first != list(islice(batches(pairs, 16, "random", seed=8), 70))

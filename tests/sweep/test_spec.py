@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
+import lossweep.sweep.driver as driver
 import lossweep.sweep.preflight as preflight
 import lossweep.sweep.tasks as tasks
-import lossweep.sweep.trial as trainer
 from lossweep.losses import LOSSES
 from lossweep.sweep.inputs import validate
 from lossweep.sweep.spec import SpecError, json_schema, load_spec, parse_spec
@@ -92,11 +92,11 @@ def errors_of(monkeypatch, tmp_path):
 
     monkeypatch.setattr(preflight, "ensure_ray", ray_started)
     monkeypatch.setattr(tasks, "ensure_ray", ray_started)
-    monkeypatch.setattr(trainer, "run_trainer", ray_started)
+    monkeypatch.setattr(driver, "run_trainer", ray_started)
 
     def errors(data: dict) -> list[str]:
         with pytest.raises(SpecError) as caught:
-            trainer.train(parse_spec(data, "bad.yaml"), source="bad.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+            driver.train(parse_spec(data, "bad.yaml"), source="bad.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
         return caught.value.problems
 
     return errors
@@ -259,7 +259,7 @@ BAD_SPECS = {
     ),
     "a corpus choice on a BEIR folder": (
         lambda s: s["eval"][0].update(corpus="own"),
-        "eval[0]: corpus: 'own' is for retrieval from pairs; a BEIR folder searches its corpus",
+        "eval[0]: corpus: 'own' is for retrieval from pairs; a BEIR folder has its corpus",
     ),
 }
 

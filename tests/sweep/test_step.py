@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from lossweep.losses import LossConfig, build_loss
+from lossweep.losses import LossConfig, build_loss, replays_forward
 from lossweep.sweep.models import load_model
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.step import collate, train_step, trainable_parameters
-from lossweep.sweep.worker import _replays_forward
+from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
 
 ROWS = {"anchor": [f"query number {i}" for i in range(8)], "positive": [f"a document about {i}" for i in range(8)]}
 
@@ -24,7 +23,9 @@ def _forward_dtypes(model_path: str, replays_forward: bool) -> list[tuple[bool, 
     parameters = trainable_parameters(loss)
     optimizer = torch.optim.SGD(parameters, lr=0.1)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-    train_step(loss, optimizer, features, labels, parameters, autocast=autocast, replays_forward=replays_forward)
+    train_step(
+        Optimisation(loss, optimizer, parameters, autocast=autocast, replays_forward=replays_forward), features, labels
+    )
     return seen
 
 
@@ -39,14 +40,14 @@ def test_gradient_cache_replay_runs_under_autocast(tiny_model_path):
     assert [dtype for grad, dtype in plain if grad] == [torch.float32] * 4
 
 
-def test_the_worker_knows_which_losses_replay_the_forward(tiny_model_path):
+def test_the_registry_knows_which_losses_replay_the_forward(tiny_model_path):
     def spec(loss: dict, **extra) -> object:
         base = {"name": "t", "model": tiny_model_path, "train": {"path": "x"}, "loss": loss, "training": {"steps": 1}}
-        return parse_spec(base | extra)
+        return parse_spec(base | extra).loss_config()
 
-    assert _replays_forward(spec({"name": "CachedMultipleNegativesRankingLoss"}))
-    assert _replays_forward(spec({"name": "CachedGISTEmbedLoss", "params": {"guide": tiny_model_path}}))
-    assert _replays_forward(spec({"name": "CachedMultipleNegativesRankingLoss"}, matryoshka_dims=[32, 16]))
-    assert not _replays_forward(spec({"name": "MultipleNegativesRankingLoss"}))
+    assert replays_forward(spec({"name": "CachedMultipleNegativesRankingLoss"}))
+    assert replays_forward(spec({"name": "CachedGISTEmbedLoss", "params": {"guide": tiny_model_path}}))
+    assert replays_forward(spec({"name": "CachedMultipleNegativesRankingLoss"}, matryoshka_dims=[32, 16]))
+    assert not replays_forward(spec({"name": "MultipleNegativesRankingLoss"}))
     mega = {"name": "MegaBatchMarginLoss", "params": {"use_mini_batched_version": False}}
-    assert not _replays_forward(spec(mega))
+    assert not replays_forward(spec(mega))

@@ -235,7 +235,7 @@ def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path,
     )
     log = Path(second.stdout.split("logs of Ray and the workers: ", 1)[1].split()[0])
     # A 1-worker trial trains in its Tune trial's process; its output is tagged with the trial function
-    assert "(sweep_trial pid=" in log.read_text()
+    assert "(trainable pid=" in log.read_text()
 
     # Then every trial ran once, in one MLflow run, and the finished ones were not rerun
     parent = json.loads((tmp_path / "runs" / "unit-resume" / "sweep.json").read_text())["parent_run_id"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
+from lossweep.sweep.driver import train
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.trial import train
 
 CASES = {
     "mnrl-gathered": (

@@ -1,5 +1,6 @@
-"""One trial from the driver: a Ray Train `TorchTrainer` around the worker loop, and `lossweep train`
-(validate, create the MLflow run, train on Ray, close the run; the run holds every number)."""
+"""One training run from the driver: a Ray Train `TorchTrainer` around the worker loop (a sweep's
+trials of several workers run one each), and `lossweep train` (validate, create the MLflow run, train
+on Ray, close the run; the run holds every number)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from . import storage
-from .data import fingerprint
-from .inputs import complete_loss, data_inputs, resolve_paths, uses_negatives, validate
-from .preflight import preflight
+from .inputs import uses_negatives
+from .prepare import prepare
 from .protocol import Tag, TrialState
 from .runs import TrialFailed, close_run, failure_message, raise_if_failed, start_trial_run
 from .spec import Spec
 from .tasks import mine_negatives
-from .tracking import Provenance, Tracker, resolve_tracking_uri, worker_tracking_uri
+from .tracking import Tracker, worker_tracking_uri
 from .worker import train_loop
 
 
@@ -82,15 +82,13 @@ def train(
 ) -> TrialResult:
     """`lossweep train`: one trial of the spec, end to end. `watch(tracking_uri, run_id)` is entered
     while it trains (a progress display)."""
-    loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded.train)
-    uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
-    preflight(spec, source, uri)
-    if uses_negatives(spec, loaded.train.features):
+    prepared = prepare(spec, source, tracking_uri)
+    spec, uri = prepared.spec, prepared.tracking_uri
+    if uses_negatives(spec, prepared.loaded.train.features):
         mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
     tracker = Tracker(uri)
     run_id = start_trial_run(
-        spec, tracker, fingerprint(loaded.train), Provenance.here(), inputs=data_inputs(spec, loaded), tags=tags
+        spec, tracker, prepared.data_fingerprint, prepared.provenance, inputs=prepared.inputs, tags=tags
     )
     try:
         with (watch or _unwatched)(uri, run_id):
