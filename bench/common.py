@@ -46,6 +46,44 @@ def run_child(script: str, *args: str) -> str:
     return result.stdout
 
 
+def mnrl_spec(name: str, root: Path, model: str, seq: int, training: dict, resources: dict) -> dict:
+    """A one-trial spec: MultipleNegativesRankingLoss on Cranfield's training pairs, no evaluation."""
+    return {
+        "name": name,
+        "data_dir": str(DATA_DIR),
+        "model": model,
+        "max_seq_length": seq,
+        "train": {"path": "cranfield", "split": "train"},
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": training,
+        "evaluation": {"at_start": False},
+        "resources": resources,
+        "output_dir": str(root / "runs"),
+        "mlflow": {"experiment": name, "tracking_uri": f"sqlite:///{root}/mlflow.db"},
+    }
+
+
+def lossweep_train(spec: dict, root: Path) -> tuple[float, float, list]:
+    """Runs `lossweep train` on `spec` as a user does; (start, wall seconds, `train/loss` history by step)."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    command = Path(sys.executable).with_name("lossweep")  # this environment's console script
+    start = time.time()
+    done = subprocess.run(
+        [str(command) if command.exists() else "lossweep", "train", str(path)], capture_output=True, text=True, cwd=root
+    )
+    wall = time.time() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"lossweep train failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    client = MlflowClient(spec["mlflow"]["tracking_uri"])
+    run = client.search_runs([client.get_experiment_by_name(spec["mlflow"]["experiment"]).experiment_id])[0]
+    history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    return start, wall, history
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 

@@ -20,57 +20,32 @@ Target: ours / reference >= 0.98.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from common import DATA_DIR, fmt, parse_or_run_child, parser, run_child, summary, table, write
+from common import (
+    DATA_DIR,
+    fmt,
+    lossweep_train,
+    mnrl_spec,
+    parse_or_run_child,
+    parser,
+    run_child,
+    summary,
+    table,
+    write,
+)
 
 BATCH, SEQ, LR, WARMUP_STEPS, THREADS = 16, 64, 2e-5, 10, 2
 
 
-def spec(root: Path, model: str, steps: int) -> dict:
-    return {
-        "name": "ray-overhead",
-        "data_dir": str(DATA_DIR),
-        "model": model,
-        "max_seq_length": SEQ,
-        "train": {"path": "cranfield", "split": "train"},
-        "loss": {"name": "MultipleNegativesRankingLoss"},
-        "training": {
-            "batch_size": BATCH,
-            "steps": steps,
-            "learning_rate": LR,
-            "warmup_ratio": 0.0,
-        },
-        "evaluation": {"at_start": False},
-        "resources": {"workers": 1, "cpus_per_worker": THREADS},
-        "output_dir": str(root / "runs"),
-        "mlflow": {"experiment": "ray-overhead", "tracking_uri": f"sqlite:///{root}/mlflow.db"},
-    }
-
-
 def run_ours(model: str, steps: int) -> dict:
     """`lossweep train` as a user runs it; step stamps come back from the MLflow store."""
-    from mlflow.tracking import MlflowClient
-
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec(root, model, steps)))
-    start = time.time()
-    command = Path(sys.executable).with_name("lossweep")  # this environment's console script
-    done = subprocess.run(
-        [str(command) if command.exists() else "lossweep", "train", str(root / "spec.yaml")],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"lossweep train failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    run = client.search_runs([client.get_experiment_by_name("ray-overhead").experiment_id])[0]
-    history = client.get_metric_history(run.info.run_id, "train/loss")
+    training = {"batch_size": BATCH, "steps": steps, "learning_rate": LR, "warmup_ratio": 0.0}
+    resources = {"workers": 1, "cpus_per_worker": THREADS, "in_trial": False}  # on a Ray Train worker
+    start, _, history = lossweep_train(mnrl_spec("ray-overhead", root, model, SEQ, training, resources), root)
     return {"stamps": {m.step: m.timestamp / 1000 for m in history}, "start": start}
 
 

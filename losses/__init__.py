@@ -17,6 +17,7 @@ from .registry import (
     config_errors,
     get_entry,
     replays_forward,
+    with_matryoshka,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "get_entry",
     "inspect_dataset",
     "replays_forward",
+    "with_matryoshka",
 ]

@@ -28,6 +28,10 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 import torch.distributed as dist
+
+# A module of sentence-transformers' internals, kept: its losses stack a batch's text columns into one
+# forward, and gathering that stack across workers would interleave workers and columns; this switch
+# (which no public API offers) turns the stacking off while `gathered_outputs` gathers each column.
 from sentence_transformers.base.losses.merged_forward import column_merging_disabled
 from sentence_transformers.sentence_transformer.losses import (
     AnglELoss,

@@ -580,6 +580,15 @@ def get_entry(name: str) -> LossEntry:
         raise UnknownLossError(f"unknown loss {name!r}: {hint}") from None
 
 
+MATRYOSHKA = "MatryoshkaLoss"  # what a spec's `matryoshka_dims` wraps its loss in
+
+
+def with_matryoshka(config: LossConfig, dims: list[int]) -> LossConfig:
+    """The loss trained at every embedding size of `dims` (prefixes of the embedding), as a spec's
+    `matryoshka_dims` asks."""
+    return LossConfig(MATRYOSHKA, {"matryoshka_dims": list(dims)}, config)
+
+
 def replays_forward(config: LossConfig) -> bool:
     """Whether the loss (or the base a modifier wraps) back-propagates through a GradCache hook, which
     runs the model again inside the backward pass."""

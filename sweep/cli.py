@@ -154,16 +154,15 @@ def losses_command(args: argparse.Namespace) -> int:
 
 def _with_mined_negatives(dataset, num_negatives: int) -> dict[str, str]:
     """Loss -> the shape it would train on once negatives are mined for these (anchor, positive) pairs."""
-    from lossweep.losses.fit import fit
     from lossweep.losses.formats import LABEL_COLUMNS
-    from lossweep.sweep.negatives import shape_for, shaped_features
+    from lossweep.sweep.negatives import mined_shape
 
     if len(dataset.column_names) != 2 or any(c in LABEL_COLUMNS for c in dataset.column_names):
         return {}  # mining needs (anchor, positive) pairs
     out = {}
-    for name, entry in LOSSES.items():
-        shape = None if entry.modifier else shape_for(name)
-        if shape is not None and fit(name, shaped_features(shape, num_negatives)).ok:
+    for name in LOSSES:
+        shape = mined_shape(name, num_negatives=num_negatives)
+        if shape is not None:
             out[name] = f"{shape} ({num_negatives} per anchor)" if shape != "labeled-pairs" else "labeled pairs (1 / 0)"
     return out
 

@@ -36,10 +36,18 @@ def ensure_ray(num_cpus: int | None = None):
             num_cpus=num_cpus,
             dashboard_host="127.0.0.1",
             dashboard_port=port,
+            # Private, and kept: the only way to bind the local node (raylet, object store) to loopback;
+            # without it Ray takes the first interface's address and listens on it.
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
             configure_logging=False,
         )
+
+
+def joins_cluster() -> bool:
+    """Whether `ensure_ray` would join a cluster (RAY_ADDRESS, or one `ray start` began here that still
+    answers) rather than start a Ray of its own."""
+    return bool(os.environ.get("RAY_ADDRESS")) or _started_cluster_answers()
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """One training run from the driver: a Ray Train `TorchTrainer` around the worker loop (a sweep's
 trials of several workers run one each), and `lossweep train` (validate, create the MLflow run, train
-on Ray, close the run; the run holds every number)."""
+on Ray, or of one worker in this process, close the run; the run holds every number)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from . import storage
+from .cluster import joins_cluster
 from .inputs import uses_negatives
 from .prepare import prepare
 from .protocol import Tag, TrialState
 from .runs import TrialFailed, close_run, failure_message, raise_if_failed, start_trial_run
 from .spec import Spec
+from .step import TrialOutOfMemory
 from .tasks import mine_negatives
 from .tracking import Tracker, worker_tracking_uri
-from .worker import train_loop
+from .worker import LocalRun, run_loop, train_loop
 
 
 def _unwatched(*args) -> AbstractContextManager:
@@ -72,6 +75,40 @@ def run_trainer(spec: Spec, run_id: str, tracking_uri: str, name: str, callbacks
     return trainer.fit()
 
 
+def trains_here(spec: Spec) -> bool:
+    """Whether `lossweep train` trains its one worker in this process, as a 1-worker sweep trial trains
+    in its Tune trial's: one worker with `resources.in_trial`, no memory budget (a cap on this process's
+    address space would outlive the run), and no Ray cluster to join (RAY_ADDRESS, or `ray start` here).
+    No Ray starts, no Train worker group: what is left of a run's wall time is loading and training."""
+    r = spec.resources
+    return r.workers == 1 and r.in_trial and not r.memory_per_worker_gb and not joins_cluster()
+
+
+def train_here(spec: Spec, run_id: str, tracking_uri: str, name: str) -> tuple[dict, str | None]:
+    """The worker loop in this process: checkpoints under `<output_dir>/<name>/step_<n>` (the last two),
+    a failed attempt retried from the last of them up to `resources.max_failures` times (-1: always);
+    its last report and checkpoint."""
+    local = LocalRun(storage.join(storage.absolute(spec.output_dir), name), spec.resources.gpus_per_worker)
+    config = {"spec": spec.to_dict(), "run_id": run_id, "tracking_uri": tracking_uri}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # its CPUs, as Ray Train sets them
+    failures, allowed = 0, spec.resources.max_failures
+    try:
+        while True:
+            try:
+                run_loop(config, local.session)
+                break
+            except TrialOutOfMemory:
+                raise  # the same batch would run out again
+            except Exception:
+                failures += 1
+                if allowed != -1 and failures > allowed:
+                    raise
+    finally:
+        torch.set_num_threads(threads)
+    return local.reported, local.saved[-1] if local.saved else None
+
+
 def train(
     spec: Spec,
     *,
@@ -82,7 +119,8 @@ def train(
 ) -> TrialResult:
     """`lossweep train`: one trial of the spec, end to end. `watch(tracking_uri, run_id)` is entered
     while it trains (a progress display)."""
-    prepared = prepare(spec, source, tracking_uri)
+    here = trains_here(spec)
+    prepared = prepare(spec, source, tracking_uri, ray_needed=not here)
     spec, uri = prepared.spec, prepared.tracking_uri
     if uses_negatives(spec, prepared.loaded.train.features):
         mine_negatives(spec)  # once per data, model and knobs: a cached set is read, not mined again
@@ -90,9 +128,15 @@ def train(
     run_id = start_trial_run(
         spec, tracker, prepared.data_fingerprint, prepared.provenance, inputs=prepared.inputs, tags=tags
     )
+    name = f"{spec.name}-{run_id[:8]}"
     try:
         with (watch or _unwatched)(uri, run_id):
-            result = run_trainer(spec, run_id, uri, name=f"{spec.name}-{run_id[:8]}")
+            if here:
+                reported, checkpoint = train_here(spec, run_id, uri, name)
+            else:
+                result = run_trainer(spec, run_id, uri, name=name)
+                reported = result.metrics or {}
+                checkpoint = storage.as_uri(spec.output_dir, result.checkpoint.path) if result.checkpoint else None
         raise_if_failed(tracker, run_id)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
@@ -104,7 +148,6 @@ def train(
         if interrupted or isinstance(error, TrialFailed):
             raise
         raise TrialFailed(tracker.client.get_run(run_id).data.tags[Tag.ERROR]) from error
-    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-    checkpoint = storage.as_uri(spec.output_dir, result.checkpoint.path) if result.checkpoint else None
+    metrics = {k: v for k, v in reported.items() if isinstance(v, (int, float))}
     close_run(tracker, run_id, TrialState.COMPLETED, {Tag.CHECKPOINT: checkpoint} if checkpoint else None)
     return TrialResult(run_id, metrics, checkpoint, tracker.run_url(run_id), tracker.links(run_id))

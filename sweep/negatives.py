@@ -92,6 +92,17 @@ def shape_for(loss_name: str, requested: str = "auto") -> str | None:
     return None
 
 
+def mined_shape(loss_name: str, requested: str = "auto", num_negatives: int = 1) -> str | None:
+    """The shape a loss trains on once negatives are mined for (anchor, positive) pairs: the shape it
+    takes and whose rows it fits; None when mining cannot serve it (a modifier: ask its base)."""
+    from lossweep.losses.fit import fit
+
+    if get_entry(loss_name).modifier:
+        return None
+    shape = shape_for(loss_name, requested)
+    return shape if shape is not None and fit(loss_name, shaped_features(shape, num_negatives)).ok else None
+
+
 def _fits(fmt: InputFormat, shape: str) -> bool:
     if shape == "labeled-pairs":
         return len(fmt.roles) == 2 and fmt.label is LabelKind.BINARY and fmt.more is None

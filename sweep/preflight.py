@@ -32,14 +32,34 @@ STORE_SCHEMES = (
 )
 
 
-def preflight(spec: Spec, source: str, uri: str) -> None:
-    """Tracking store, output folder and cluster capacity, checked before any run is created."""
+def preflight(spec: Spec, source: str, uri: str, ray_needed: bool = True) -> None:
+    """Tracking store, output folder and capacity (of the Ray cluster, or of this machine when the run
+    needs no Ray), checked before any run is created."""
     problems = tracking_problems(uri) + output_problems(spec)
-    if not problems:
+    if not problems and ray_needed:
         ensure_ray()
         problems = capacity_problems(spec)
+    elif not problems:
+        problems = machine_problems(spec)
     if problems:
         raise SpecError(source, problems)
+
+
+def machine_problems(spec: Spec) -> list[str]:
+    """A worker that trains in this process must fit this machine's CPUs and GPUs."""
+    import torch
+
+    r, problems = spec.resources, []
+    for name, wanted, have, field in (
+        ("CPU", r.cpus_per_worker, os.cpu_count() or 1, "cpus_per_worker"),
+        ("GPU", r.gpus_per_worker, torch.cuda.device_count(), "gpus_per_worker"),
+    ):
+        if wanted > have:
+            problems.append(
+                f"resources: {field}={wanted:g} needs {wanted:g} {name}s, but this machine has {have:g}; lower "
+                f"resources.{field}, or join a larger cluster (RAY_ADDRESS)"
+            )
+    return problems
 
 
 def tracking_problems(uri: str, field: str = "mlflow.tracking_uri") -> list[str]:

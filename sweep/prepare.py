@@ -27,14 +27,15 @@ class Prepared:
     inputs: list[DataInput]
 
 
-def prepare(spec: Spec, source: str = "spec", tracking_uri: str | None = None) -> Prepared:
+def prepare(spec: Spec, source: str = "spec", tracking_uri: str | None = None, ray_needed: bool = True) -> Prepared:
     """Check everything that can be checked before a run (raises SpecError with every problem), then
     resolve the spec: local paths made absolute for Ray workers elsewhere, the loss completed from
-    the data; the tracking URI by its precedence (flag > MLFLOW_TRACKING_URI > spec > default)."""
+    the data; the tracking URI by its precedence (flag > MLFLOW_TRACKING_URI > spec > default).
+    `ray_needed`: False for a run that trains in this process (its capacity is this machine's)."""
     loaded = validate(spec, source)
     spec = complete_loss(resolve_paths(spec), loaded.train)
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
-    preflight(spec, source, uri)
+    preflight(spec, source, uri, ray_needed)
     provenance = Provenance.here()  # this driver's checkouts, recorded on every run it creates
     return Prepared(spec, loaded, uri, fingerprint(loaded.train), provenance, data_inputs(spec, loaded))
 

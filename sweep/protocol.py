@@ -75,6 +75,7 @@ class Tag:
     CHECKPOINT = "lossweep.checkpoint"
     ERROR = "lossweep.error"
     FAILURE = "lossweep.failure"  # diverged | out_of_memory
+    EARLIER_FAILURE = "lossweep.earlier_failure"  # what an attempt before a restart failed on
     ATTEMPTS = "lossweep.attempts"
     RESTARTS = "lossweep.restarts"
     RESUMED_FROM_STEP = "lossweep.resumed_from_step"

@@ -22,7 +22,7 @@ from lossweep.losses import LOSSES, LossConfig, Sampler, fit_report, get_entry
 from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
-from .negatives import shape_for, shaped_features
+from .negatives import mined_shape
 from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, Spec
 
 
@@ -170,8 +170,7 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
 
 def _mines(spec: Spec, loss: str, pairs: datasets.Features) -> bool:
     """A loss that cannot take the pairs as they are, but can take them with mined negatives."""
-    shape = shape_for(loss, spec.negatives.shape)
-    return not fit(loss, pairs).ok and shape is not None and fit(loss, shaped_features(shape, 1)).ok
+    return not fit(loss, pairs).ok and mined_shape(loss, spec.negatives.shape) is not None
 
 
 def build_space(spec: Spec, train: datasets.Dataset | None) -> tuple[Space, list[str]]:

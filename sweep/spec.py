@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic import Tag as UnionTag  # not lossweep's MLflow Tag: a member of a tagged union
 from pydantic_core import core_schema
 
-from lossweep.losses import LOSSES, LossConfig, Param, config_errors
+from lossweep.losses import LOSSES, LossConfig, Param, config_errors, with_matryoshka
 
 from .lenient import SectionProblems, annotation, describe, each, given, lenient, members
 from .relations import relation_problems
@@ -645,7 +645,7 @@ class Spec(_Section):
         """The loss to build: the spec's loss, wrapped in MatryoshkaLoss when `matryoshka_dims` is set."""
         config = self.loss.config()
         if self.matryoshka_dims:
-            return LossConfig("MatryoshkaLoss", {"matryoshka_dims": list(self.matryoshka_dims)}, config)
+            return with_matryoshka(config, list(self.matryoshka_dims))
         return config
 
     def loss_label(self) -> str:

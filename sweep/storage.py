@@ -87,6 +87,13 @@ def upload(local_dir: Path, location: str) -> None:
     pafs.copy_files(str(local_dir), path, destination_filesystem=fs, source_filesystem=pafs.LocalFileSystem())
 
 
+def remove(location: str) -> None:
+    """Delete a folder and what it holds (nothing if it is not there)."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
 def local_copy(location: str, cache: Path | None = None) -> Path:
     """A local folder holding the files of `location`: the folder itself if it is local, else a copy
     (made once per location under `cache`, default the temporary folder)."""

@@ -39,12 +39,12 @@ from transformers import get_scheduler
 
 from lossweep.losses import build_loss, get_entry, replays_forward
 
-from . import checkpoint
+from . import checkpoint, storage
 from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
 from .inputs import train_dataset
 from .metrics import TRAIN_EPOCH, TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
 from .models import load_model
-from .protocol import Report, Tag
+from .protocol import Report, Tag, TrialState
 from .runs import failure_tags
 from .sampler import batches, shard, steps_per_epoch
 from .spec import Spec, parse_spec
@@ -94,6 +94,33 @@ def tune_session() -> Session:
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder) if folder else None)
 
     return Session(0, 1, device, ray.tune.get_checkpoint, report)
+
+
+class LocalRun:
+    """This process as the only worker (`lossweep train` of one worker, without Ray): its checkpoints
+    go to `directory` as `step_<n>` folders (a local path or a URI; the last `kept`), as Ray Train keeps
+    them, and its last report stays on `reported`."""
+
+    def __init__(self, directory: str, gpus: float, kept: int = 2) -> None:
+        self.directory, self.kept = directory, kept
+        self.saved: list[str] = []
+        self.reported: dict[str, Any] = {}
+        device = torch.device("cuda", 0) if gpus and torch.cuda.is_available() else torch.device("cpu")
+        self.session = Session(0, 1, device, self.last_checkpoint, self.report)
+
+    def report(self, metrics: dict[str, Any], folder: str | None) -> None:
+        self.reported = metrics
+        if folder is None:
+            return
+        target = storage.join(self.directory, f"step_{metrics[Report.STEP]:07d}")
+        storage.upload(Path(folder), target)
+        self.saved.append(target)
+        for old in self.saved[: -self.kept]:
+            storage.remove(old)
+        del self.saved[: -self.kept]
+
+    def last_checkpoint(self) -> Any:
+        return ray.train.Checkpoint.from_directory(str(storage.local_copy(self.saved[-1]))) if self.saved else None
 
 
 @dataclass
@@ -257,7 +284,13 @@ def resume(worker: WorkerState) -> bool:
 
 
 def record_attempt(worker: WorkerState) -> None:
-    """Every start of the worker group is an attempt; a restart is recorded on the same run."""
+    """Every start of the worker group is an attempt; a restart is recorded on the same run.
+
+    A failure an earlier attempt recorded (a NaN from a collective whose peer died with its node, a
+    memory error) belongs to that attempt: the restart resumes from a checkpoint before it, and if
+    the failure is real it happens again and is recorded again. So it is moved aside (tag
+    `lossweep.earlier_failure`), or the run of a restart that then completes would still read as failed.
+    """
     if worker.tracker is None:
         return
     tags = worker.tracker.client.get_run(worker.run_id).data.tags
@@ -265,6 +298,12 @@ def record_attempt(worker: WorkerState) -> None:
     update = {Tag.ATTEMPTS: str(attempts), Tag.TOTAL_STEPS: str(worker.steps)}
     if attempts > 1:
         update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(worker.start)}
+        if tags.get(Tag.FAILURE):
+            update |= {Tag.EARLIER_FAILURE: f"attempt {attempts - 1}: {tags.get(Tag.ERROR, tags[Tag.FAILURE])}"}
+            for key in (Tag.FAILURE, Tag.ERROR):
+                if key in tags:
+                    worker.tracker.client.delete_tag(worker.run_id, key)
+            update[Tag.STATE] = TrialState.RUNNING
     worker.tracker.set_tags(worker.run_id, update)
 
 

@@ -21,6 +21,7 @@ RATIOS = {
     "eval_dims": "speedup_vs_reference",
     "memory": "cached_peak_ratio_high_over_low",
     "search_efficiency": "fraction_of_grid",
+    "train_vs_st": "wall_ratio",
     "data_passes": "speedup_vs_rescan",
 }
 
