@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer import losses as st
+from sentence_transformers.sentence_transformer import losses as st_losses
 from torch import nn
 
 from . import gather, params
@@ -226,7 +226,7 @@ def _entries() -> list[LossEntry]:
     return [
         LossEntry(
             "AdaptiveLayerLoss",
-            st.AdaptiveLayerLoss,
+            st_losses.AdaptiveLayerLoss,
             "Trains the base loss on earlier layers too, so the model can be cut to fewer layers.",
             formats=(),
             params=params.adaptive_layer(),
@@ -236,7 +236,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "AnglELoss",
-            st.AnglELoss,
+            st_losses.AnglELoss,
             "CoSENT ranking of pairs by angle difference in complex space.",
             formats=(SCORED_PAIRS, InputFormat(("anchor", "positive", "negative"), more="negative")),
             params=(params.scale(),),
@@ -245,7 +245,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "BatchAllTripletLoss",
-            st.BatchAllTripletLoss,
+            st_losses.BatchAllTripletLoss,
             "Mean over all valid triplets mined in the batch.",
             formats=(CLASS_TEXTS,),
             params=params.batch_triplet(margin=True),
@@ -255,7 +255,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "BatchHardSoftMarginTripletLoss",
-            st.BatchHardSoftMarginTripletLoss,
+            st_losses.BatchHardSoftMarginTripletLoss,
             "Hardest positive and negative per anchor, soft margin (no margin to tune).",
             formats=(CLASS_TEXTS,),
             params=params.batch_triplet(margin=False),
@@ -265,7 +265,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "BatchHardTripletLoss",
-            st.BatchHardTripletLoss,
+            st_losses.BatchHardTripletLoss,
             "Hardest positive and negative per anchor in the batch.",
             formats=(CLASS_TEXTS,),
             params=params.batch_triplet(margin=True),
@@ -275,7 +275,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "BatchSemiHardTripletLoss",
-            st.BatchSemiHardTripletLoss,
+            st_losses.BatchSemiHardTripletLoss,
             "Semi-hard negatives (farther than the positive, within the margin) mined in the batch.",
             formats=(CLASS_TEXTS,),
             params=params.batch_triplet(margin=True),
@@ -285,7 +285,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "CachedGISTEmbedLoss",
-            st.CachedGISTEmbedLoss,
+            st_losses.CachedGISTEmbedLoss,
             "GIST with GradCache: guide-filtered in-batch negatives at large batch, bounded memory.",
             formats=(PAIRS_OR_TUPLES,),
             params=params.gist_family(cached=True),
@@ -299,7 +299,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "CachedMultipleNegativesRankingLoss",
-            st.CachedMultipleNegativesRankingLoss,
+            st_losses.CachedMultipleNegativesRankingLoss,
             "MNRL with GradCache: the same loss at any batch size in bounded memory.",
             formats=(PAIRS_OR_TUPLES,),
             params=params.mnrl_family(cached=True, symmetric=False),
@@ -312,7 +312,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "CachedMultipleNegativesSymmetricRankingLoss",
-            st.CachedMultipleNegativesSymmetricRankingLoss,
+            st_losses.CachedMultipleNegativesSymmetricRankingLoss,
             "Symmetric MNRL (query->doc and doc->query) with GradCache.",
             formats=(PAIRS,),
             params=params.mnrl_family(cached=True, symmetric=True),
@@ -324,7 +324,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "ContrastiveLoss",
-            st.ContrastiveLoss,
+            st_losses.ContrastiveLoss,
             "Pulls positive pairs together, pushes negatives past a margin.",
             formats=(BINARY_PAIRS,),
             params=(
@@ -336,7 +336,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "ContrastiveTensionLoss",
-            st.ContrastiveTensionLoss,
+            st_losses.ContrastiveTensionLoss,
             "Unsupervised: two encoders agree on identical sentences (label 1), not on others (0).",
             formats=(InputFormat(("sentence1", "sentence2"), LabelKind.BINARY),),
             multi_worker=gather.GatheredContrastiveTensionLoss,
@@ -344,7 +344,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "ContrastiveTensionLossInBatchNegatives",
-            st.ContrastiveTensionLossInBatchNegatives,
+            st_losses.ContrastiveTensionLossInBatchNegatives,
             "Unsupervised: two encoders of the same sentence are positives, the rest of the batch negatives.",
             formats=(InputFormat(("text",)),),
             params=(params.scale(), params.similarity()),
@@ -355,7 +355,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "CoSENTLoss",
-            st.CoSENTLoss,
+            st_losses.CoSENTLoss,
             "Ranks every pair of the batch by its gold score (consistent sentence).",
             formats=(SCORED_PAIRS,),
             params=(params.scale(), params.pairwise_similarity("pairwise_cos_sim", ("pairwise_cos_sim",))),
@@ -364,7 +364,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "CosineSimilarityLoss",
-            st.CosineSimilarityLoss,
+            st_losses.CosineSimilarityLoss,
             "Regresses the cosine of each pair onto its score.",
             formats=(SCORED_PAIRS,),
             params=(Param("loss_fct", "choice", "mse", objects=params.REGRESSION_LOSS),),
@@ -372,7 +372,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "DenoisingAutoEncoderLoss",
-            st.DenoisingAutoEncoderLoss,
+            st_losses.DenoisingAutoEncoderLoss,
             "TSDAE: decode the original sentence from the embedding of a damaged copy.",
             formats=(InputFormat(("damaged", "original")),),
             params=(
@@ -385,7 +385,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "DistillKLDivLoss",
-            st.DistillKLDivLoss,
+            st_losses.DistillKLDivLoss,
             "KL divergence from teacher to student candidate scores.",
             formats=(InputFormat(("query", "positive", "negative"), LabelKind.TEACHER_SCORES, more="negative"),),
             params=(
@@ -398,7 +398,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "EmbedDistillLoss",
-            st.EmbedDistillLoss,
+            st_losses.EmbedDistillLoss,
             "Matches the student's embeddings to a teacher's.",
             formats=(InputFormat(("text",), LabelKind.TEACHER_EMBEDDINGS, more="text"),),
             params=(
@@ -409,7 +409,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "GISTEmbedLoss",
-            st.GISTEmbedLoss,
+            st_losses.GISTEmbedLoss,
             "MNRL whose in-batch negatives a guide model filters for false negatives.",
             formats=(InputFormat(("anchor", "positive"), more="negative", max_more=1),),
             params=params.gist_family(cached=False),
@@ -421,7 +421,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "GlobalOrthogonalRegularizationLoss",
-            st.GlobalOrthogonalRegularizationLoss,
+            st_losses.GlobalOrthogonalRegularizationLoss,
             "Spreads embeddings out: penalises mean and second moment of in-batch similarities.",
             formats=(ANY_TEXTS,),
             params=(
@@ -437,7 +437,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MarginMSELoss",
-            st.MarginMSELoss,
+            st_losses.MarginMSELoss,
             "Regresses the student's score margins onto a teacher's.",
             formats=(InputFormat(("query", "positive", "negative"), LabelKind.TEACHER_MARGINS, more="negative"),),
             params=(params.pairwise_similarity("pairwise_dot_score", ("pairwise_dot_score", "pairwise_cos_sim")),),
@@ -445,7 +445,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MatryoshkaLoss",
-            st.MatryoshkaLoss,
+            st_losses.MatryoshkaLoss,
             "Trains the base loss at several embedding sizes, so embeddings can be truncated.",
             formats=(),
             params=params.matryoshka(n_dims_per_step=-1),
@@ -456,7 +456,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "Matryoshka2dLoss",
-            st.Matryoshka2dLoss,
+            st_losses.Matryoshka2dLoss,
             "Matryoshka over embedding sizes and over layers at once.",
             formats=(),
             params=params.matryoshka(n_dims_per_step=1) + params.adaptive_layer(),
@@ -468,7 +468,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MegaBatchMarginLoss",
-            st.MegaBatchMarginLoss,
+            st_losses.MegaBatchMarginLoss,
             "Margin loss against the hardest in-batch negative; meant for very large batches.",
             formats=(PAIRS,),
             params=(
@@ -484,7 +484,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MSELoss",
-            st.MSELoss,
+            st_losses.MSELoss,
             "Mean squared error to teacher embeddings (multilingual distillation).",
             formats=(InputFormat(("text",), LabelKind.TEACHER_EMBEDDINGS, more="text"),),
             params=(Param("projection_dim", "int", None, tune=False, gt=0),),
@@ -492,7 +492,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MultipleNegativesRankingLoss",
-            st.MultipleNegativesRankingLoss,
+            st_losses.MultipleNegativesRankingLoss,
             "InfoNCE: each anchor against its positive and every other candidate of the batch.",
             formats=(PAIRS_OR_TUPLES,),
             params=mnrl_params,
@@ -503,7 +503,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "MultipleNegativesSymmetricRankingLoss",
-            st.MultipleNegativesSymmetricRankingLoss,
+            st_losses.MultipleNegativesSymmetricRankingLoss,
             "InfoNCE in both directions: query->doc and doc->query.",
             formats=(PAIRS,),
             params=params.mnrl_family(cached=False, symmetric=True),
@@ -513,7 +513,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "OnlineContrastiveLoss",
-            st.OnlineContrastiveLoss,
+            st_losses.OnlineContrastiveLoss,
             "Contrastive loss on the hard positive and hard negative pairs of the batch only.",
             formats=(BINARY_PAIRS,),
             params=(
@@ -525,7 +525,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "SoftmaxLoss",
-            st.SoftmaxLoss,
+            st_losses.SoftmaxLoss,
             "Classifier on (u, v, |u-v|) of a pair, as in SBERT's NLI training.",
             formats=(InputFormat(("sentence1", "sentence2"), LabelKind.CLASS),),
             params=(
@@ -549,7 +549,7 @@ def _entries() -> list[LossEntry]:
         ),
         LossEntry(
             "TripletLoss",
-            st.TripletLoss,
+            st_losses.TripletLoss,
             "Anchor closer to its positive than to its negative by a margin.",
             formats=(TRIPLETS,),
             params=(

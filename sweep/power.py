@@ -22,6 +22,7 @@ true difference among m comparisons is found at least as often as at that level,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -149,9 +150,16 @@ class SimulatedPower:
         return high
 
 
+@functools.lru_cache(maxsize=16)
+def simulated_power(components: Components, seeds: int, queries: int, alpha: float = ALPHA) -> SimulatedPower:
+    """One design's simulation, drawn once per process: a plan and a search for the seeds needed ask
+    about the same designs again (each draw is deterministic, so the cache changes no answer)."""
+    return SimulatedPower(components, seeds, queries, alpha)
+
+
 def detectable(components: Components, seeds: int, queries: int, alpha: float = ALPHA, target: float = POWER) -> float:
     """The minimum detectable difference of a design: detected with probability `target`."""
-    return SimulatedPower(components, seeds, queries, alpha).detectable(target)
+    return simulated_power(components, seeds, queries, alpha).detectable(target)
 
 
 def seeds_needed(
@@ -161,11 +169,13 @@ def seeds_needed(
     None beyond `most` (query noise alone hides it: more seeds cannot help)."""
 
     def enough(seeds: int) -> bool:
-        return SimulatedPower(components, seeds, queries, alpha).power(effect) >= target
+        return simulated_power(components, seeds, queries, alpha).power(effect) >= target
 
-    if not enough(most):
-        return None
-    low, high = 3, most
+    low, high = 3, 3
+    while not enough(high):  # doubling first: a design of `most` seeds is the costliest to simulate
+        if high >= most:
+            return None
+        low, high = high + 1, min(most, 2 * high)
     while low < high:  # the power grows with the seeds: bisect
         middle = (low + high) // 2
         low, high = (middle + 1, high) if not enough(middle) else (low, middle)
@@ -185,7 +195,7 @@ def queries_needed(
         below = approximate_power(effect, components, seeds, middle, alpha) < target
         low, high = (middle + 1, high) if below else (low, middle)
     queries = low
-    while queries < most and SimulatedPower(components, seeds, queries, alpha).power(effect) < target:
+    while queries < most and simulated_power(components, seeds, queries, alpha).power(effect) < target:
         queries = min(most, int(queries * 1.1) + 1)
     return queries
 

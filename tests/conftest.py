@@ -31,7 +31,7 @@ def pytest_configure(config) -> None:
 # The longest tests (whole sweeps, killed and resumed drivers), started first under `pytest -n 2`.
 LONGEST = ("test_sweep.py", "test_faults.py", "test_failures.py", "test_shared_storage.py")
 # Modules whose tests share one expensive session fixture: under `pytest -n 2` one process runs each.
-SHARED_FIXTURE = ("ops/test_cluster_workflow.py", "ops/test_shared_storage.py", "losses/test_gather_equivalence.py")
+SHARED_FIXTURE = ("ops/test_cluster_workflow.py", "ops/test_shared_storage.py", "losses/test_gather.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

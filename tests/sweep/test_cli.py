@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -20,35 +19,25 @@ def test_losses_lists_the_catalogue_as_json(capsys):
     assert mnrl["in_batch"] is True and mnrl["params"]["scale"]["default"] == 20.0
 
 
-def test_losses_with_data_says_what_fits_and_why_not(data_dir):
+def test_losses_with_data_says_what_fits_and_why_not(data_dir, capfd, monkeypatch):
     # A relative path lies under the data folder, as in specs; the table gives each reason whole.
-    result = subprocess.run(
-        ["lossweep", "losses", "--data", "stsbenchmark", "--split", "dev"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ | {"LOSSWEEP_DATA_DIR": str(data_dir), "COLUMNS": "250"},
-    )
-    assert "3 losses fit stsbenchmark" in result.stdout and "CoSENTLoss" in result.stdout
-    cells = " ".join(line.strip("│ ") for line in result.stdout.splitlines())
+    monkeypatch.setenv("LOSSWEEP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["losses", "--data", "stsbenchmark", "--split", "dev"]) == 0
+    out = capfd.readouterr().out
+    assert "3 losses fit stsbenchmark" in out and "CoSENTLoss" in out
+    cells = " ".join(line.strip("│ ") for line in out.splitlines())
     assert "no: it takes no label, but the dataset has label column" in " ".join(cells.split())
-    rows = json.loads(
-        subprocess.run(
-            ["lossweep", "losses", "--json", "--data", str(data_dir / "stsbenchmark")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    assert main(["losses", "--json", "--data", str(data_dir / "stsbenchmark")]) == 0
+    rows = json.loads(capfd.readouterr().out)
     mnrl = next(r for r in rows if r["name"] == "MultipleNegativesRankingLoss")
     assert mnrl["fits"] is False
     assert mnrl["reason"] == "it takes no label, but the dataset has label column 'score' (float64 score)"
 
 
-def test_losses_with_missing_data_fails_with_the_path(tmp_path):
-    result = subprocess.run(["lossweep", "losses", "--data", str(tmp_path / "none")], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert f"{tmp_path / 'none'}: no such file or folder" in result.stderr
+def test_losses_with_missing_data_fails_with_the_path(tmp_path, capfd):
+    assert main(["losses", "--data", str(tmp_path / "none")]) == 2
+    assert f"{tmp_path / 'none'}: no such file or folder" in capfd.readouterr().err
 
 
 def help_of(command: str, capsys) -> str:

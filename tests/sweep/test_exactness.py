@@ -1,6 +1,6 @@
 """The proof through lossweep's own trial: 2 Ray workers x B rows train exactly like 1 worker x 2B rows.
 
-`tests/losses/test_gather_equivalence.py` proves it for every loss with a plain loop; this runs the
+`tests/losses/test_gather.py` proves it for every loss with a plain loop; this runs the
 real worker loop (sampler, collate, gathering, gradient averaging, checkpoints) on Ray and compares
 the weights the two trials checkpointed. SGD: its update is linear in the gradient, so equal
 gradients give equal weights (AdamW would magnify float noise in gradients that are exactly zero).

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from lossweep.sweep import negatives as neg
+from lossweep.sweep import negatives
+from lossweep.sweep.cli import main
 from lossweep.sweep.inputs import mining_input, train_pairs
 from lossweep.sweep.models import load_model
 from lossweep.sweep.phases import run_sweep
@@ -30,17 +31,17 @@ MINED = datasets.Dataset.from_dict(
 
 
 def test_each_loss_gets_the_shape_it_takes():
-    assert neg.shape_for("MultipleNegativesRankingLoss") == "n-tuple"
-    assert neg.shape_for("TripletLoss") == "triplets"
-    assert neg.shape_for("GISTEmbedLoss") == "triplets"  # at most one negative
-    assert neg.shape_for("OnlineContrastiveLoss") == neg.shape_for("ContrastiveLoss") == "labeled-pairs"
-    assert neg.shape_for("CoSENTLoss") is None  # scored pairs: nothing to do with negatives
-    assert neg.shape_for("TripletLoss", "labeled-pairs") is None
+    assert negatives.shape_for("MultipleNegativesRankingLoss") == "n-tuple"
+    assert negatives.shape_for("TripletLoss") == "triplets"
+    assert negatives.shape_for("GISTEmbedLoss") == "triplets"  # at most one negative
+    assert negatives.shape_for("OnlineContrastiveLoss") == negatives.shape_for("ContrastiveLoss") == "labeled-pairs"
+    assert negatives.shape_for("CoSENTLoss") is None  # scored pairs: nothing to do with negatives
+    assert negatives.shape_for("TripletLoss", "labeled-pairs") is None
 
-    assert neg.shape(MINED, "n-tuple").column_names == ["anchor", "positive", "negative_1", "negative_2"]
-    triplets = neg.shape(MINED, "triplets")
+    assert negatives.shape(MINED, "n-tuple").column_names == ["anchor", "positive", "negative_1", "negative_2"]
+    triplets = negatives.shape(MINED, "triplets")
     assert len(triplets) == 6 and triplets[1] == {"anchor": "q1", "positive": "d1", "negative": "d5"}
-    pairs = neg.shape(MINED, "labeled-pairs")
+    pairs = negatives.shape(MINED, "labeled-pairs")
     rows = set(zip(pairs["sentence1"], pairs["sentence2"], pairs["label"], strict=True))
     assert rows == {
         ("q1", "d1", 1), ("q1", "d2", 1), ("q2", "d3", 1),
@@ -52,10 +53,10 @@ def test_each_loss_gets_the_shape_it_takes():
 def test_documents_judged_relevant_are_never_negatives_and_spares_fill_in():
     # q2's mined d1 is judged relevant to q2 (a judgement the pairs do not hold): it is dropped and
     # the next candidate takes its place; a row left short of negatives is dropped.
-    kept, dropped = neg._without_relevant(MINED, {"q2": {"d1", "d3"}}, wanted=1)
+    kept, dropped = negatives._without_relevant(MINED, {"q2": {"d1", "d3"}}, wanted=1)
     assert dropped == 1
     assert kept["negative_1"] == ["d4", "d4", "d6"] and kept["scores"][2] == [0.7, 0.3]
-    kept, dropped = neg._without_relevant(MINED, {"q2": {"d1", "d6"}}, wanted=2)
+    kept, dropped = negatives._without_relevant(MINED, {"q2": {"d1", "d6"}}, wanted=2)
     assert kept["anchor"] == ["q1", "q1"] and dropped == 2
 
 
@@ -79,8 +80,8 @@ def test_mining_cranfield_drops_every_judged_relevant_document(data_dir, tmp_pat
     inputs = mining_input(spec, train_pairs(spec))
     model = load_model("minilm")
     model.max_seq_length = 64
-    summary = neg.mine(inputs, neg.knobs(spec), model, tmp_path / "cache")
-    mined = neg.read(tmp_path / "cache")
+    summary = negatives.mine(inputs, negatives.knobs(spec), model, tmp_path / "cache")
+    mined = negatives.read(tmp_path / "cache")
     assert summary["dropped_false_negatives"] > 0 and summary["rows"] == len(mined) > 0
     several = 0
     for row in mined:
@@ -92,14 +93,9 @@ def test_mining_cranfield_drops_every_judged_relevant_document(data_dir, tmp_pat
     assert set(summary["score_margin_quantiles"]) == {"p5", "p25", "p50", "p75", "p95"}
 
 
-def test_losses_with_negatives_lists_what_mining_makes_eligible(data_dir):
-    result = subprocess.run(
-        ["lossweep", "losses", "--data", str(data_dir / "cranfield"), "--negatives", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
+def test_losses_with_negatives_lists_what_mining_makes_eligible(data_dir, capfd):
+    assert main(["losses", "--data", str(data_dir / "cranfield"), "--negatives", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capfd.readouterr().out)}
     assert not rows["TripletLoss"]["fits"] and rows["TripletLoss"]["fits_with_mined_negatives"].startswith("triplets")
     assert rows["OnlineContrastiveLoss"]["fits_with_mined_negatives"] == "labeled pairs (1 / 0)"
     assert rows["MultipleNegativesRankingLoss"]["fits"]

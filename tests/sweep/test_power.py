@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from lossweep.sweep.power import Components, SimulatedPower, detectable, estimate, queries_needed, seeds_needed
+from lossweep.sweep.power import (
+    Components,
+    SimulatedPower,
+    detectable,
+    estimate,
+    queries_needed,
+    seeds_needed,
+    simulated_power,
+)
 from lossweep.sweep.stats import bootstrap_interval, satterthwaite_df
 
 MIXES = {  # (seed sd, per-query sd, seed x query sd) of a comparison's differences
@@ -54,11 +62,11 @@ def test_more_seeds_or_queries_detect_smaller_differences_and_the_counts_needed_
     effect = 0.5 * (three + six)  # between the two: 3 seeds miss it, 6 find it
     seeds = seeds_needed(effect, balanced, 75, ALPHA)
     assert seeds is not None and 3 < seeds <= 6
-    assert SimulatedPower(balanced, seeds, 75, ALPHA).power(effect) >= 0.8
-    assert SimulatedPower(balanced, seeds - 1, 75, ALPHA).power(effect) < 0.8
+    assert simulated_power(balanced, seeds, 75, ALPHA).power(effect) >= 0.8
+    assert simulated_power(balanced, seeds - 1, 75, ALPHA).power(effect) < 0.8
     queries = queries_needed(0.02, balanced, 5, ALPHA, most=5_000)
-    assert queries is not None and SimulatedPower(balanced, 5, queries, ALPHA).power(0.02) >= 0.8
-    assert SimulatedPower(balanced, 5, int(queries / 1.25), ALPHA).power(0.02) < 0.8
+    assert queries is not None and simulated_power(balanced, 5, queries, ALPHA).power(0.02) >= 0.8
+    assert simulated_power(balanced, 5, int(queries / 1.25), ALPHA).power(0.02) < 0.8
     # Seed noise alone can hide a difference from any number of queries, and query noise from any seeds
     assert queries_needed(0.01, MIXES["seeds dominate"], 3, ALPHA, most=100_000) is None
     assert seeds_needed(0.003, MIXES["queries dominate"], 30, ALPHA, most=40) is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +14,7 @@ import lossweep.sweep.driver as driver
 import lossweep.sweep.preflight as preflight
 import lossweep.sweep.tasks as tasks
 from lossweep.losses import LOSSES
+from lossweep.sweep.cli import main
 from lossweep.sweep.inputs import validate
 from lossweep.sweep.spec import SpecError, json_schema, load_spec, parse_spec
 
@@ -282,16 +282,16 @@ def test_all_errors_are_reported_at_once(good, errors_of):
     assert sorted(p.split(":")[0] for p in problems) == ["loss.params.scael", "training.batch_size", "training.steps"]
 
 
-def test_cli_validate_exit_codes(good, tmp_path):
+def test_cli_validate_exit_codes(good, tmp_path, capfd):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(good))
-    ok = subprocess.run(["lossweep", "validate", str(path)], capture_output=True, text=True)
-    assert ok.returncode == 0 and "valid (MultipleNegativesRankingLoss, 1003 training rows)" in ok.stdout
+    assert main(["validate", str(path)]) == 0
+    assert "valid (MultipleNegativesRankingLoss, 1003 training rows)" in capfd.readouterr().out
     good["training"]["batch_size"] = 9
     path.write_text(yaml.safe_dump(good))
-    bad = subprocess.run(["lossweep", "validate", str(path)], capture_output=True, text=True)
-    assert bad.returncode == 2  # refused; 1 is kept for a run that failed
-    assert f"{path}: 1 error" in bad.stderr and "training.batch_size: 9 is not divisible" in bad.stderr
+    assert main(["validate", str(path)]) == 2  # refused; 1 is kept for a run that failed
+    err = capfd.readouterr().err
+    assert f"{path}: 1 error" in err and "training.batch_size: 9 is not divisible" in err
 
 
 def test_yaml_is_read_safely(tmp_path):

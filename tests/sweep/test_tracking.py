@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lossweep.sweep.cli import main
 from lossweep.sweep.protocol import SWEEP_ROLE, Tag, TrialState
 from lossweep.sweep.report import SweepNotFound, find_sweep
 from lossweep.sweep.runs import LOST_NOTE, close_run, delete_lost_runs
@@ -46,12 +47,13 @@ def test_sweeps_are_found_by_name_or_id_prefix(store):
 
 
 @pytest.mark.parametrize("command", [["reproduce", "66fd08a0"], ["report", "66fd08a0"], ["export", "66fd08a0", "out"]])
-def test_an_unknown_id_is_a_one_line_error_for_every_command(store, command, tmp_path):
+def test_an_unknown_id_is_a_one_line_error_for_every_command(store, command, tmp_path, capfd, monkeypatch):
     tracker = store[0]
-    done = subprocess.run(["lossweep", *command, "--tracking-uri", tracker.uri], capture_output=True, text=True)
-    assert done.returncode == 2  # refused
-    assert done.stderr.startswith("error: no ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--tracking-uri", tracker.uri]) == 2  # refused
+    err = capfd.readouterr().err
+    assert err.startswith("error: no ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 def test_runs_a_finished_phase_left_open_are_deleted_with_a_note_and_closed_ones_are_kept(store):
