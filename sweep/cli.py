@@ -187,8 +187,10 @@ def validate_command(args: argparse.Namespace) -> int:
     _, refused = _tracking_refused(spec.mlflow.tracking_uri, args.tracking_uri)
     if refused:
         return refused
+    from lossweep.sweep.prompts import spec_prompts
+
     rows = f", {len(loaded.train)} training rows" if loaded else ""
-    print(f"{args.spec}: valid ({spec.loss_label()}{rows})")
+    print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {spec_prompts(spec).describe()}")
     return OK
 
 

@@ -31,6 +31,7 @@ from lossweep.losses.formats import LABEL_COLUMNS
 from .data import RetrievalSet
 from .inputs import EvalSet, load_eval
 from .metrics import METRICS, RETRIEVAL_METRICS, metric_name
+from .prompts import Prompts, spec_prompts
 
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
@@ -87,12 +88,20 @@ class RetrievalEvaluator:
     MAP count any judged document as relevant, as sentence-transformers does.
     """
 
-    def __init__(self, name: str, data: RetrievalSet, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        name: str,
+        data: RetrievalSet,
+        dims: Sequence[int] | None = None,
+        batch_size: int = 64,
+        prompts: Prompts | None = None,
+    ) -> None:
         self.name, self.dims = name, dims
+        self.prompts = prompts  # None: as the model's encode_query / encode_document default
         self.grades = data.qrels if data.graded else None
         # Sets that search one corpus (a validation set carved from training, and the test set) share
         # its encoding within one evaluation.
-        self.corpus_key = hash(tuple(data.corpus.items()))
+        self.corpus_key = hash((tuple(data.corpus.items()), prompts and prompts.document))
         self.ir = _IRFromEmbeddings(
             queries=data.queries,
             corpus=data.corpus,
@@ -111,10 +120,14 @@ class RetrievalEvaluator:
     def __call__(self, model: SentenceTransformer, corpora: dict[int, torch.Tensor] | None = None) -> EvalResult:
         """Score `model`; `corpora` holds corpus encodings already made in this evaluation, by corpus."""
         ir = self.ir
-        queries = model.encode_query(ir.queries, batch_size=ir.batch_size, convert_to_tensor=True)
+        # '' keeps the model's own prompt out too; None leaves it to the model
+        query, document = (self.prompts.query, self.prompts.document) if self.prompts else (None, None)
+        queries = model.encode_query(ir.queries, prompt=query, batch_size=ir.batch_size, convert_to_tensor=True)
         corpora = {} if corpora is None else corpora
         if self.corpus_key not in corpora:
-            encoded = model.encode_document(ir.corpus, batch_size=ir.batch_size, convert_to_tensor=True)
+            encoded = model.encode_document(
+                ir.corpus, prompt=document, batch_size=ir.batch_size, convert_to_tensor=True
+            )
             corpora[self.corpus_key] = encoded
         corpus = corpora[self.corpus_key]
         full, sizes = _sizes(model, self.dims)
@@ -171,15 +184,18 @@ def _average_precision(found: list[bool]) -> float:
 class STSEvaluator:
     """Spearman correlation of cosine similarity with gold scores, for every size."""
 
-    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64, prompts: Prompts | None = None
+    ) -> None:
         texts = [c for c in rows.column_names if c not in LABEL_COLUMNS]
         score = next(c for c in rows.column_names if c not in texts)
         self.name, self.dims, self.batch_size = name, dims, batch_size
+        self.prompt = prompts.query if prompts else None  # symmetric: both sides are queries
         self.first, self.second, self.scores = rows[texts[0]], rows[texts[1]], np.asarray(rows[score], dtype=float)
 
     def __call__(self, model: SentenceTransformer) -> EvalResult:
-        a = model.encode(self.first, batch_size=self.batch_size, convert_to_tensor=True)
-        b = model.encode(self.second, batch_size=self.batch_size, convert_to_tensor=True)
+        a = model.encode(self.first, prompt=self.prompt, batch_size=self.batch_size, convert_to_tensor=True)
+        b = model.encode(self.second, prompt=self.prompt, batch_size=self.batch_size, convert_to_tensor=True)
         full, sizes = _sizes(model, self.dims)
         result = EvalResult()
         for dim in sizes:
@@ -194,13 +210,17 @@ class STSEvaluator:
 class TripletEvaluator:
     """Share of (anchor, positive, negative) rows where the anchor is closer (cosine) to the positive."""
 
-    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64, prompts: Prompts | None = None
+    ) -> None:
         self.name, self.dims, self.batch_size = name, dims, batch_size
         self.columns = [rows[c] for c in rows.column_names[:3]]
+        self.sides = [prompts.query, prompts.document, prompts.document] if prompts else [None] * 3
 
     def __call__(self, model: SentenceTransformer) -> EvalResult:
         anchor, positive, negative = (
-            model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True) for texts in self.columns
+            model.encode(texts, prompt=side, batch_size=self.batch_size, convert_to_tensor=True)
+            for texts, side in zip(self.columns, self.sides, strict=True)
         )
         full, sizes = _sizes(model, self.dims)
         result = EvalResult()
@@ -230,16 +250,19 @@ class ClassesEvaluator:
 
     K = 10
 
-    def __init__(self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, rows, dims: Sequence[int] | None = None, batch_size: int = 64, prompts: Prompts | None = None
+    ) -> None:
         label = next(c for c in rows.column_names if c in LABEL_COLUMNS)
         text = next(c for c in rows.column_names if c != label)
         self.name, self.dims, self.batch_size = name, dims, batch_size
+        self.prompt = prompts.query if prompts else None  # symmetric: every text queries the others
         self.texts = rows[text]
         ids: dict = {}
         self.labels = torch.tensor([ids.setdefault(y, len(ids)) for y in rows[label]])
 
     def __call__(self, model: SentenceTransformer) -> EvalResult:
-        embeddings = model.encode(self.texts, batch_size=self.batch_size, convert_to_tensor=True)
+        embeddings = model.encode(self.texts, prompt=self.prompt, batch_size=self.batch_size, convert_to_tensor=True)
         full, sizes = _sizes(model, self.dims)
         result = EvalResult()
         for dim in sizes:
@@ -284,11 +307,13 @@ Evaluator = RetrievalEvaluator | STSEvaluator | TripletEvaluator | ClassesEvalua
 ROW_EVALUATORS = {"sts": STSEvaluator, "triplet": TripletEvaluator, "classes": ClassesEvaluator}
 
 
-def build_evaluator(eval_set: EvalSet, dims: Sequence[int] | None, batch_size: int) -> Evaluator:
+def build_evaluator(
+    eval_set: EvalSet, dims: Sequence[int] | None, batch_size: int, prompts: Prompts | None = None
+) -> Evaluator:
     name = eval_set.ref.label
     if eval_set.ref.type == "retrieval":
-        return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size)
-    return ROW_EVALUATORS[eval_set.ref.type](name, eval_set.rows, dims, batch_size)
+        return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size, prompts)
+    return ROW_EVALUATORS[eval_set.ref.type](name, eval_set.rows, dims, batch_size, prompts)
 
 
 def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator]:
@@ -296,7 +321,8 @@ def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator
     names = names if names is not None else spec.evaluation.sets
     dims = spec.evaluation.dims or spec.matryoshka_dims
     refs = [ref for ref in spec.eval if names is None or ref.label in names]
-    return [build_evaluator(load_eval(ref, spec), dims, spec.evaluation.batch_size) for ref in refs]
+    prompts = spec_prompts(spec)
+    return [build_evaluator(load_eval(ref, spec), dims, spec.evaluation.batch_size, prompts) for ref in refs]
 
 
 def evaluate(

@@ -319,6 +319,8 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     # The loss must be valid and the teacher load (train_dataset labels the rows with it) to check the rows.
     if train is not None and not any(p.startswith(("loss", "teacher")) for p in problems):
         problems += _training_problems(spec, train)
+    if train is not None:
+        problems += _prompt_problems(spec, train.column_names)
     if train is not None and spec.sweep is not None:
         from .space import build_space, space_problems  # the search space needs the data ("all" losses)
 
@@ -326,6 +328,22 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     if problems:
         raise SpecError(source, problems)
     return Loaded(train, evals)
+
+
+def _prompt_problems(spec: Spec, columns: list[str]) -> list[str]:
+    """A training column given its own prompt must be one the training rows have."""
+    settings = [("prompts", spec.prompts)]
+    searched = spec.sweep.shared.get("prompts") if spec.sweep else None
+    settings += (
+        [(f"sweep.shared.prompts.choices[{i}]", c) for i, c in enumerate(searched.choices or ())] if searched else []
+    )
+    found = []
+    for where, setting in settings:
+        own = setting.get("columns", {}) if isinstance(setting, dict) else getattr(setting, "columns", {})
+        for column in own:
+            if column not in columns:
+                found.append(f"{where}.columns.{column}: the training rows have no such column; they have {columns}")
+    return found
 
 
 def _model_problems(spec: Spec) -> list[str]:

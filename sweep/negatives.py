@@ -35,6 +35,8 @@ from lossweep.losses.formats import LABEL_COLUMNS
 
 from . import storage
 from .data import fingerprint
+from .prompts import MODEL, NONE, spec_prompts
+from .prompts import resolve as resolve_prompts
 
 MINING_VERSION = 1  # part of every cache key: bump when what is mined for the same inputs changes
 SHAPES = ("n-tuple", "triplets", "labeled-pairs")
@@ -58,11 +60,16 @@ class Knobs:
     sampling_strategy: str
     seed: int
     batch_size: int
+    query_prompt: str = ""  # the mining model's prompts: the spec's for its own model
+    document_prompt: str = ""
 
 
 def knobs(spec) -> Knobs:
-    """The mining knobs of a spec (its `negatives` section), the mining model defaulting to the spec's."""
+    """The mining knobs of a spec (its `negatives` section), the mining model defaulting to the spec's
+    and mining with the spec's prompts; another mining model uses its own (none where `prompts: none`)."""
     n = spec.negatives
+    own_model = n.model is None or n.model == spec.model
+    prompts = spec_prompts(spec) if own_model else resolve_prompts(MODEL if spec.prompts != NONE else NONE, n.model)
     return Knobs(
         n.model or spec.model,
         n.num_negatives,
@@ -74,6 +81,8 @@ def knobs(spec) -> Knobs:
         n.sampling_strategy,
         n.seed,
         n.batch_size,
+        prompts.query,
+        prompts.document,
     )
 
 
@@ -199,7 +208,8 @@ def cache_key(inputs: MiningInput, k: Knobs, model_id: str) -> str:
     digest = hashlib.sha256()
     head = {"version": MINING_VERSION, "pairs": fingerprint(inputs.pairs), "model": model_id}
     digest.update(json.dumps(head).encode())
-    digest.update(json.dumps(asdict(k) | {"model": None}, sort_keys=True).encode())
+    asked = {name: value for name, value in asdict(k).items() if not (name.endswith("_prompt") and not value)}
+    digest.update(json.dumps(asked | {"model": None}, sort_keys=True).encode())  # no prompt: the key of old
     for text in inputs.corpus or ():
         digest.update(text.encode())
     for anchor in sorted(inputs.relevant):
@@ -264,6 +274,8 @@ def mine(inputs: MiningInput, k: Knobs, model, directory: str | Path) -> dict[st
         output_format="n-tuple",
         output_scores=True,
         batch_size=k.batch_size,
+        query_prompt=k.query_prompt,  # '' keeps a model's own prompt out, as `prompts: none` asks
+        corpus_prompt=k.document_prompt,
         verbose=False,
     )
     kept, dropped = _without_relevant(mined, inputs.relevant, k.num_negatives)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import negatives
 from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
 from .prepare import recorded
+from .prompts import spec_prompts
 from .protocol import Tag, TrialState
 from .spec import Spec
 from .tracking import DataInput, Provenance, Tracker, flatten
@@ -30,7 +31,7 @@ def start_trial_run(
     """Create the trial's MLflow run: params (the resolved spec), provenance tags (the driver's), the
     spec file, and the mined negatives it reads (their cache key and summary)."""
     data = recorded(spec, tracker.uri)
-    params = flatten(data) | {LOSS_LABEL: spec.loss_label()}
+    params = flatten(data) | {LOSS_LABEL: spec.loss_label()} | spec_prompts(spec).params()
     run_tags = provenance.tags(spec.hash(), data_fingerprint) | {Tag.LOSS: spec.loss_label()}
     mined = mined_negatives(spec)
     if mined is not None:

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
 from .negatives import mined_shape
-from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, Spec
+from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, PromptSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,14 @@ class Dim:
 
 
 def _encode(value: Any) -> Any:
-    """Optuna categoricals take None, bool, int, float, str: lists and tuples travel as JSON."""
-    return json.dumps(list(value)) if isinstance(value, (list, tuple)) else value
+    """Optuna categoricals take None, bool, int, float, str: lists, tuples and mappings travel as JSON."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return json.dumps(dict(value), sort_keys=True) if isinstance(value, Mapping) else value
 
 
 def _decode(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+    return json.loads(value) if isinstance(value, str) and value.startswith(("[", "{")) else value
 
 
 def _dim_from_param(param: Param) -> Dim:
@@ -352,4 +355,8 @@ def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | Non
     if seed is not None:
         changes["seed"] = seed
     training = training.replace(**changes)
-    return spec.replace(loss=loss, training=training, matryoshka_dims=tuple(dims) if dims else None, sweep=None)
+    prompts = shared.get("prompts", spec.prompts)
+    prompts = PromptSpec.model_validate(prompts) if isinstance(prompts, Mapping) else prompts
+    return spec.replace(
+        loss=loss, training=training, matryoshka_dims=tuple(dims) if dims else None, prompts=prompts, sweep=None
+    )

@@ -255,6 +255,14 @@ class LossSpec(_Section):
 NonNegative = Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0", minimum=0)]
 
 
+class PromptSpec(_Section):
+    """Prompts of one's own: a query side, a document side, and training columns given their own."""
+
+    query: str = Field("", description="prepended to every query (and to every text of symmetric data)")
+    document: str = Field("", description="prepended to every document (retrieval corpus, positives, negatives)")
+    columns: dict[str, str] = Field(default_factory=dict, description="training columns given their own prompt")
+
+
 class NegativesSpec(_Section):
     """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
     `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
@@ -398,7 +406,7 @@ class ParamRange(_Section):
         return []
 
 
-SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay")
+SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay", "prompts")
 MINING_SEARCH = (
     "num_negatives",
     "range_min",
@@ -624,6 +632,10 @@ class Spec(_Section):
     model: str = Field("minilm", description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
     max_seq_length: Positive | None = Field(None, description="cut inputs at this many tokens (default: the model's)")
     teacher: str | None = Field(None, description="a model whose scores or embeddings distillation losses learn")
+    prompts: Literal["model", "none"] | PromptSpec = Field(
+        "model",
+        description="model: the model's own query/document prompts (none if it declares none); none; or your own",
+    )
     negatives: NegativesSpec | None = Field(None, description="hard negatives mined for (anchor, positive) pairs")
     eval: tuple[EvalRef, ...] = Field((), description="the eval sets: the first (or sweep.select_on) selects")
     matryoshka_dims: Sizes | None = Field(None, description="wrap the loss in MatryoshkaLoss at these dims")

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from lossweep.losses import average_gradients
 from lossweep.losses.formats import LABEL_COLUMNS
 
+from .prompts import Prompts
+
 
 def split_columns(column_names: Sequence[str]) -> tuple[list[str], str | None]:
     """Text columns in order, and the label column (sentence-transformers' naming), if any."""
@@ -25,12 +27,21 @@ def split_columns(column_names: Sequence[str]) -> tuple[list[str], str | None]:
 
 
 def collate(
-    model: SentenceTransformer, batch: Mapping[str, list], device: torch.device | str | None = None
+    model: SentenceTransformer,
+    batch: Mapping[str, list],
+    device: torch.device | str | None = None,
+    prompts: Prompts | None = None,
 ) -> tuple[list[dict[str, Tensor]], Tensor | None]:
-    """Tokenise each text column of a column-major batch; turn the label column into a tensor."""
+    """Tokenise each text column of a column-major batch, its prompt prepended (as sentence-transformers'
+    trainer does: the tokens carry it, and `prompt_length` tells pooling where it ends); turn the
+    label column into a tensor."""
     texts, label = split_columns(list(batch))
     device = device or model.device
-    features = [batch_to_device(model.preprocess(batch[column]), device) for column in texts]
+    sides = prompts.for_columns(texts, label is not None) if prompts else [""] * len(texts)
+    features = [
+        batch_to_device(model.preprocess(batch[column], prompt=side or None), device)
+        for column, side in zip(texts, sides, strict=True)
+    ]
     labels = None if label is None else torch.as_tensor(batch[label], device=device)
     if labels is not None and labels.is_floating_point():
         labels = labels.float()

@@ -15,13 +15,15 @@ from typing import Any
 from . import storage
 from .inputs import EvalSet, eval_fingerprint, load_eval
 from .models import model_fingerprint
+from .prompts import spec_prompts
 from .spec import Spec
 
 VERSION = 1  # part of every key: bump when what is scored for the same inputs changes
 
 
 def cache_key(spec: Spec, eval_set: EvalSet) -> str:
-    """One key per (model, eval set's content and type, sequence length, sizes scored)."""
+    """One key per (model, eval set's content and type, sequence length, sizes scored, prompts)."""
+    prompts = spec_prompts(spec)
     parts = {
         "version": VERSION,
         "model": model_fingerprint(spec.model),
@@ -30,6 +32,8 @@ def cache_key(spec: Spec, eval_set: EvalSet) -> str:
         "type": eval_set.ref.type,
         "dims": list(spec.evaluation.dims or spec.matryoshka_dims or ()),
     }
+    if prompts.any:  # no prompt: the key it had before prompts existed
+        parts["prompts"] = [prompts.query, prompts.document]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -44,6 +44,7 @@ from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
 from .inputs import train_dataset
 from .metrics import TRAIN_EPOCH, TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
 from .models import load_model
+from .prompts import Prompts, spec_prompts
 from .protocol import Report, Tag, TrialState
 from .runs import failure_tags
 from .sampler import batches, shard, steps_per_epoch
@@ -147,6 +148,7 @@ class WorkerState:
     autocast: contextlib.AbstractContextManager | None = None
     scaler: torch.amp.GradScaler | None = None
     replays_forward: bool = False  # a GradCache loss: the model runs again in the backward
+    prompts: Prompts | None = None  # prepended to each training column (and by the evaluators)
     start: int = 0
     step: int = 0  # the step being trained (for the out-of-memory message)
 
@@ -206,6 +208,8 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
     model = load_model(spec.model, device=str(device))
     if spec.max_seq_length:
         model.max_seq_length = spec.max_seq_length
+    prompts = spec_prompts(spec)
+    prompts.declare(model)
     load = partial(load_model, device=str(device))
     loss = build_loss(spec.loss_config(), model, distributed=world > 1, load_model=load).to(device)
     parameters = trainable_parameters(loss)
@@ -234,6 +238,7 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
         optimizer=optimizer,
         scheduler=scheduler,
         evaluators=build_evaluators(spec),
+        prompts=prompts,
         autocast=autocast,
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
         replays_forward=replays_forward(spec.loss_config()),
@@ -355,7 +360,7 @@ def _optimise(worker: WorkerState) -> float:
             break
         worker.step = done = step + 1
         rows = worker.dataset[shard(global_batch, worker.rank, worker.world)]
-        features, labels = collate(worker.model, rows, worker.device)
+        features, labels = collate(worker.model, rows, worker.device, worker.prompts)
         last_loss = train_step(worker.optimisation, features, labels, step=done)
         window = (window[0], window[1] + 1)
         if worker.tracker and (done % log_every == 0 or done == worker.steps or done == worker.start + 1):

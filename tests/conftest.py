@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -87,6 +88,16 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     return tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_prompted_model_path(tmp_path_factory) -> str:
+    """The tiny model, declaring E5's prompts in its sentence-transformers config as such models do."""
+    path = Path(tiny_model(tmp_path_factory.mktemp("prompted") / "model", seed=0))
+    config = json.loads((path / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "query: ", "document": "passage: "}
+    (path / "config_sentence_transformers.json").write_text(json.dumps(config))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

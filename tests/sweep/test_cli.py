@@ -69,6 +69,7 @@ def test_validate_prints_one_line_and_no_loading_noise(data_dir, tmp_path, tiny_
     done = subprocess.run(["lossweep", "validate", str(tmp_path / "spec.yaml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
-        f"{tmp_path / 'spec.yaml'}: valid (MultipleNegativesRankingLoss, 40 training rows)"
+        f"{tmp_path / 'spec.yaml'}: valid (MultipleNegativesRankingLoss, 40 training rows); "
+        "prompts: none (the model declares none)"
     ]
     assert done.stderr == ""  # no "Generating train split", no progress bars

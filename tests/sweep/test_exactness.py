@@ -9,6 +9,7 @@ gradients give equal weights (AdamW would magnify float noise in gradients that 
 from __future__ import annotations
 
 import pytest
+from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from lossweep.sweep.driver import train
@@ -20,6 +21,7 @@ CASES = {
     # batch-mined triplets, gathered by lossweep (every worker computes the whole batch's loss)
     "BatchHardTripletLoss": {"path": "banking77", "split": "train", "limit": 400},
 }
+PROMPTS = {"MultipleNegativesRankingLoss": {"query": "query: ", "document": "passage: "}}  # E5's, on each column
 
 
 @pytest.mark.slow
@@ -35,6 +37,7 @@ def test_two_workers_train_like_one_worker_with_the_whole_batch(loss, ray_local,
                 "train": CASES[loss],
                 "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 20, "name": "sts"}],
                 "loss": {"name": loss},
+                "prompts": PROMPTS.get(loss, "model"),
                 "training": {
                     "batch_size": 16,
                     "steps": 3,
@@ -51,6 +54,8 @@ def test_two_workers_train_like_one_worker_with_the_whole_batch(loss, ray_local,
         )
         result = train(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
         weights[workers] = load_file(f"{result.checkpoint_path}/weights.safetensors")
+        params = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id).data.params
+        assert params["applied_prompts.query"] == PROMPTS.get(loss, {}).get("query", "")
     one, two = weights[1], weights[2]
     assert one.keys() == two.keys()
     worst = max((one[name] - two[name]).abs().max().item() for name in one)
