@@ -47,6 +47,14 @@ class Dim:
         encoded = [_encode(c) for c in self.choices]
         return _decode(trial.suggest_categorical(key, encoded))
 
+    def holds(self, value: Any) -> bool:
+        """Whether `value` is one this dimension can draw."""
+        if self.kind == "categorical":
+            return _encode(value) in [_encode(c) for c in self.choices]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not self.low <= value <= self.high:
+            return False
+        return self.kind == "float" or (float(value).is_integer() and (value - self.low) % self.step == 0)
+
     def grid(self) -> list[Any]:
         if self.kind != "categorical":
             raise ValueError(f"{self.name}: a grid sweep needs explicit choices for every searched parameter")
@@ -246,6 +254,29 @@ class DefineByRun:
             for dim in self.space.negatives:
                 dim.suggest(trial, f"negatives/{dim.name}")
         return constants or None
+
+
+def starting_point(space: Space, spec: Spec) -> dict[str, Any]:
+    """Where an expert starts, as Optuna params: the study's loss (the spec's own where the study has
+    it) at its registry defaults, the shared settings at the spec's values. A default the searched
+    range leaves out is drawn by the sampler instead."""
+    names = [c.name for c in space.candidates]
+    candidate = next((c for c in space.candidates if c.config.name == spec.loss.name), space.candidates[0])
+    point: dict[str, Any] = {"loss": candidate.name} if len(names) > 1 else {}
+    defaults = {param.name: param.default for param in get_entry(candidate.config.name).params}
+    values = dict(candidate.config.params)
+    for dim in candidate.dims:
+        default = defaults.get(dim.name)
+        if dim.name in defaults and dim.holds(default) and valid_choices(candidate.config.name, dim, values) is None:
+            point[f"{candidate.name}/{dim.name}"] = _encode(default)
+            values[dim.name] = default
+    training = spec.training.to_dict()
+    prompts = spec.prompts if isinstance(spec.prompts, str) else spec.prompts.to_dict()
+    own = training | {"matryoshka_dims": list(spec.matryoshka_dims or ()) or None, "prompts": prompts}
+    for dim in space.shared:
+        if dim.holds(own.get(dim.name)):
+            point[f"shared/{dim.name}"] = _encode(own[dim.name])
+    return point
 
 
 def valid_choices(loss: str, dim: Dim, values: dict[str, Any]) -> Any | None:

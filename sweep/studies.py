@@ -66,8 +66,17 @@ class StudySearch(_Saved, Searcher):
     """A Tune searcher over named Optuna studies, each with its own space and trial budget."""
 
     def __init__(
-        self, spaces: dict[str, Space], trials: int, *, metric: str, total_steps: int, sampler: str, seed: int
+        self,
+        spaces: dict[str, Space],
+        trials: int,
+        *,
+        metric: str,
+        total_steps: int,
+        sampler: str,
+        seed: int,
+        starts: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`starts`: each study's first trial (Optuna params; its loss's registry defaults, say)."""
         super().__init__(metric=metric, mode="max")
         self.spaces = spaces
         self.budget = trials
@@ -76,6 +85,9 @@ class StudySearch(_Saved, Searcher):
             name: optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed + i), study_name=name)
             for i, name in enumerate(spaces)
         }
+        for name, point in (starts or {}).items():
+            if point:
+                self.studies[name].enqueue_trial(point)
         self.started = dict.fromkeys(spaces, 0)
         self.live: dict[str, tuple[str, optuna.Trial]] = {}
 

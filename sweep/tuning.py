@@ -27,7 +27,7 @@ from .driver import run_trainer, worker_resources
 from .metrics import TRAIN_LOSS, TRIAL_STARTUP, TRIAL_TEARDOWN, headline
 from .protocol import Phase, Report, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
-from .space import Space, grid_configs, trial_spec
+from .space import Space, grid_configs, starting_point, trial_spec
 from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tracking import DataInput, Provenance, Tracker
@@ -274,6 +274,7 @@ def search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dic
         total_steps=spec.training.steps,
         sampler=sweep.sampler,
         seed=sweep.seed,
+        starts={name: starting_point(space, spec) for name, space in studies.items()},
     )
     total = sweep.trials * len(studies)
     return {

@@ -8,15 +8,16 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from lossweep.sweep.space import Space, build_space
+from lossweep.losses import get_entry
+from lossweep.sweep.space import Space, build_space, starting_point
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.studies import PerStudyScheduler, StudySearch
 
 METRIC = "eval/val/ndcg_at_10"
 
 
-def compare_space() -> dict[str, Space]:
-    spec = parse_spec(
+def compare_spec(**shared):
+    return parse_spec(
         {
             "name": "s",
             "train": {"path": "x"},
@@ -26,11 +27,14 @@ def compare_space() -> dict[str, Space]:
             "sweep": {
                 "scheduler": "none",
                 "losses": ["MultipleNegativesSymmetricRankingLoss", "TripletLoss"],
-                "shared": {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": True}},
+                "shared": {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": True}} | shared,
             },
         }
     )
-    space, _ = build_space(spec, None)
+
+
+def compare_space(**shared) -> dict[str, Space]:
+    space, _ = build_space(compare_spec(**shared), None)
     return {c.name: space.only(c.name) for c in space.candidates}
 
 
@@ -101,3 +105,23 @@ def test_asha_compares_a_trial_with_its_own_losss_trials_only():
     assert set(scheduler.schedulers) == {"A", "B"}
     # a third A trial below A's others is stopped at the rung
     assert scheduler.on_trial_result(None, trial("A", "a2"), {"step": 5, METRIC: 0.2}) == TrialScheduler.STOP
+
+
+def test_each_study_starts_where_an_expert_starts_then_samples():
+    # Given a compare whose spec trains at 2e-5 and whose batch-size range leaves the spec's 32 out
+    spec = compare_spec(batch_size={"low": 48, "high": 64})
+    spaces = compare_space(batch_size={"low": 48, "high": 64})
+    starts = {name: starting_point(space, spec) for name, space in spaces.items()}
+    search = StudySearch(spaces, 3, metric=METRIC, total_steps=10, sampler="tpe", seed=0, starts=starts)
+    first, second = (
+        [search.suggest(f"t{i}")["trial"] for i in range(2)],
+        [search.suggest(f"u{i}")["trial"] for i in range(2)],
+    )
+    # Then each loss's first trial is its registry defaults at the spec's learning rate
+    symmetric, triplet = first
+    assert symmetric["MultipleNegativesSymmetricRankingLoss"]["scale"] == 20.0
+    assert triplet["TripletLoss"]["triplet_margin"] == get_entry("TripletLoss").param("triplet_margin").default
+    assert symmetric["shared"]["learning_rate"] == triplet["shared"]["learning_rate"] == 2e-5
+    assert 48 <= symmetric["shared"]["batch_size"] <= 64  # out of the range: sampled, not forced
+    # and the next ones are the sampler's
+    assert second[0]["MultipleNegativesSymmetricRankingLoss"]["scale"] != 20.0
