@@ -324,10 +324,10 @@ CASES = {
         spec=lambda s, t, d: s.update(resources={"workers": 8}),
         ray=True,
     ),
-    "GPUs on a CPU-only cluster": train(
-        "gpus_per_worker=1 needs 1 GPUs per trial, but this Ray cluster has 0",
+    # One worker trains in-process, without Ray: the machine's GPUs are what it has
+    "GPUs on a CPU-only machine": train(
+        "gpus_per_worker=1 needs 1 GPUs, but this machine has 0",
         spec=lambda s, t, d: s.update(resources={"workers": 1, "gpus_per_worker": 1}),
-        ray=True,
     ),
     "unreachable MLflow server in the spec": train(
         f"mlflow.tracking_uri: cannot reach the MLflow server at {DEAD_SERVER}",
