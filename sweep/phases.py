@@ -38,7 +38,7 @@ from .prepare import Prepared, prepare, recorded
 from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Report, Tag, TrialState
 from .rounds import replay
 from .runs import delete_lost_runs
-from .selection import choose, top_configs
+from .selection import choose, rank, top_configs
 from .space import Space, build_space, grid_configs
 from .spec import Params, Spec, SpecError
 from .tasks import mine_negatives, start_scoring
@@ -427,7 +427,7 @@ def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
         and r.data.tags.get(Tag.STATE) == TrialState.COMPLETED
         and metric in r.data.metrics
     ]
-    return max(runs, key=lambda r: r.data.metrics[metric], default=None)
+    return min(runs, key=lambda r: rank(r, metric), default=None)
 
 
 def _with_data_params(space: Space, train) -> Space:

@@ -37,10 +37,16 @@ def _key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def rank(run, metric: str) -> tuple:
+    """Sort key, best first: the higher score, then (a tie) the trial that started first, then the run
+    id, so the driver and the leaderboard always name the same winner."""
+    return (-run.data.metrics[metric], run.info.start_time or 0, run.info.run_id)
+
+
 def tuning_trials(runs: list, metric: str) -> dict[str, list[tuple[float, dict, str]]]:
-    """Per loss, its completed tuning trials as (score, config, run id), best first."""
+    """Per loss, its completed tuning trials as (score, config, run id), best first (see `rank`)."""
     trials: dict[str, list[tuple[float, dict, str]]] = defaultdict(list)
-    for run in runs:
+    for run in sorted((r for r in runs if metric in r.data.metrics), key=lambda r: rank(r, metric)):
         tags = run.data.tags
         if tags.get(Tag.PHASE) not in (Phase.TUNE, Phase.SEARCH) or tags.get(Tag.STATE) != TrialState.COMPLETED:
             continue
@@ -48,7 +54,7 @@ def tuning_trials(runs: list, metric: str) -> dict[str, list[tuple[float, dict, 
         if value is None:
             continue
         trials[tags.get(Tag.LOSS, "?")].append((value, json.loads(tags.get(Tag.TRIAL_CONFIG, "{}")), run.info.run_id))
-    return {loss: sorted(found, key=lambda t: -t[0]) for loss, found in trials.items()}
+    return dict(trials)
 
 
 def top_configs(runs: list, metric: str, top: int) -> dict[str, list[dict]]:

@@ -28,7 +28,7 @@ from .evaluate import per_query_artifact
 from .importance import importances, studies
 from .leaderboard import Budget, Judged, Leaderboard, Row, readable, short
 from .protocol import SEED_ROUNDS_ARTIFACT, Phase, Tag, TrialState
-from .selection import choose
+from .selection import choose, rank
 from .space import TrialConfig
 from .spec import Params
 from .stats import ALPHA, BOOTSTRAP_SAMPLES, Interval, bootstrap_interval, holm, mean_ci, paired_t, paired_table
@@ -181,7 +181,7 @@ class Judge:
 def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
     """Per loss: what its search or tuning trials used, and its best completed one on the selection set."""
     losses: dict[str, Row] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: rank(r, metric) if metric in r.data.metrics else (math.inf,)):
         loss = run.data.tags.get(Tag.LOSS, "?")
         row = losses.setdefault(loss, Row(loss))
         _spend(row.tuning, run)
