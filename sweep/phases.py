@@ -38,7 +38,7 @@ from .prepare import Prepared, prepare, recorded
 from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Report, Tag, TrialState
 from .rounds import replay
 from .runs import delete_lost_runs
-from .selection import choose, rank, top_configs
+from .selection import best_run, choose, top_configs
 from .space import Space, build_space, grid_configs
 from .spec import Params, Spec, SpecError
 from .tasks import mine_negatives, start_scoring
@@ -420,14 +420,7 @@ def _start_baseline(sweep: Sweep):
 
 def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):
     """The completed trial of a phase with the best selection score (never a pruned one)."""
-    runs = [
-        r
-        for r in tracker.children(parent)
-        if r.data.tags.get(Tag.PHASE) == phase
-        and r.data.tags.get(Tag.STATE) == TrialState.COMPLETED
-        and metric in r.data.metrics
-    ]
-    return min(runs, key=lambda r: rank(r, metric), default=None)
+    return best_run([r for r in tracker.children(parent) if r.data.tags.get(Tag.PHASE) == phase], metric)
 
 
 def _with_data_params(space: Space, train) -> Space:

@@ -43,6 +43,12 @@ def rank(run, metric: str) -> tuple:
     return (-run.data.metrics[metric], run.info.start_time or 0, run.info.run_id)
 
 
+def best_run(runs: list, metric: str):
+    """The completed run with the best score on `metric` (see `rank`), or None."""
+    completed = [r for r in runs if r.data.tags.get(Tag.STATE) == TrialState.COMPLETED and metric in r.data.metrics]
+    return min(completed, key=lambda r: rank(r, metric), default=None)
+
+
 def tuning_trials(runs: list, metric: str) -> dict[str, list[tuple[float, dict, str]]]:
     """Per loss, its completed tuning trials as (score, config, run id), best first (see `rank`)."""
     trials: dict[str, list[tuple[float, dict, str]]] = defaultdict(list)

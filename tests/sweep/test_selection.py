@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lossweep.sweep.protocol import Phase, Tag, TrialState
-from lossweep.sweep.selection import choose, rank, top_configs
+from lossweep.sweep.selection import best_run, choose, top_configs
 
 METRIC = "eval/val/ndcg_at_10"
 
@@ -44,7 +44,7 @@ def test_tied_trials_give_one_winner_whatever_order_the_store_lists_them_in():
     tied = [run(Phase.SEARCH, 1, 0.5, start=20), run(Phase.SEARCH, 2, 0.5, start=10), run(Phase.SEARCH, 3, 0.4)]
     for runs in (tied, tied[::-1]):
         assert choose(runs, METRIC)["Alpha"].config["Alpha"]["margin"] == 2
-        assert min(runs, key=lambda r: rank(r, METRIC)).data.tags == tied[1].data.tags
+        assert best_run(runs, METRIC) is tied[1]
 
 
 def test_rescoring_shrinks_the_gap_between_selection_and_truth():
