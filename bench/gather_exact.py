@@ -11,8 +11,6 @@ with the plain, local-negatives loss (same model, same rows per process).
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
 import tempfile
 import time
@@ -56,9 +54,9 @@ def final_weights(loss: str, data: dict, workers: int, model: str, steps: int, r
     return {name.removeprefix("model."): value for name, value in tensors.items() if name.startswith("model.")}
 
 
-def _step_times(rank: int, world: int, model_dir: str, gathered: bool, steps: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _step_times(rank: int, world: int, model_dir: str, gathered: bool, steps: int, rendezvous: str, out: str) -> None:
+    # A file rendezvous: a free TCP port chosen here can be taken by another process before gloo binds it.
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = load_model(model_dir)
     model.max_seq_length = 128
@@ -79,12 +77,11 @@ def _step_times(rank: int, world: int, model_dir: str, gathered: bool, steps: in
 
 
 def step_time(model_dir: str, gathered: bool, steps: int) -> float:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tempfile.mktemp()
-    mp.start_processes(_step_times, args=(2, model_dir, gathered, steps, port, out), nprocs=2, start_method="spawn")
-    return statistics.median(float(t) for t in Path(out).read_text().split(","))
+    with tempfile.TemporaryDirectory() as folder:
+        out, rendezvous = Path(folder) / "times", f"file://{Path(folder) / 'rendezvous'}"
+        args = (2, model_dir, gathered, steps, rendezvous, str(out))
+        mp.start_processes(_step_times, args=args, nprocs=2, start_method="spawn")
+        return statistics.median(float(t) for t in out.read_text().split(","))
 
 
 def main() -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
+import tempfile
 from pathlib import Path
 
 import torch
@@ -18,12 +17,6 @@ from lossweep.sweep.step import Optimisation, collate, train_step, trainable_par
 Case = tuple[str, LossConfig, dict]  # (id, loss, column-major rows: steps * global batch)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def trained_state(model: torch.nn.Module, loss: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's trainable weights ('model.*') and those the loss owns besides ('loss.*')."""
     state = {f"model.{n}": p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -35,12 +28,11 @@ def trained_state(model: torch.nn.Module, loss: torch.nn.Module) -> dict[str, to
 
 
 def train_cases(
-    rank: int, world: int, cases: list[Case], model_path: str, out: str, steps: int, lr: float, port: int
+    rank: int, world: int, cases: list[Case], model_path: str, out: str, steps: int, lr: float, rendezvous: str
 ) -> None:
     """Train every case for `steps` SGD steps; rank 0 saves each case's trainable parameters."""
     if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
         for case_id, config, rows in cases:
@@ -67,8 +59,15 @@ def train_cases(
 
 def run(cases: list[Case], model_path: str, out: Path, world: int, steps: int, lr: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    args = (world, cases, model_path, str(out), steps, lr, free_port())
-    if world == 1:
-        train_cases(0, *args)
-    else:
-        mp.start_processes(train_cases, args=args, nprocs=world, start_method="spawn")
+    with tempfile.TemporaryDirectory() as rendezvous:
+        args = (world, cases, model_path, str(out), steps, lr, file_rendezvous(rendezvous))
+        if world == 1:
+            train_cases(0, *args)
+        else:
+            mp.start_processes(train_cases, args=args, nprocs=world, start_method="spawn")
+
+
+def file_rendezvous(folder: str) -> str:
+    """An init_method for processes on one machine: a file, not a TCP port that another test's Ray or
+    gloo group can take between choosing it and binding it (EADDRINUSE)."""
+    return f"file://{Path(folder) / 'rendezvous'}"
