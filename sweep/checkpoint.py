@@ -1,7 +1,8 @@
 """A trial's checkpoint: everything needed to resume it, in files that cannot run code when read.
 
-- `model/`: the model as a sentence-transformers folder (what `export` and verdict scoring load);
-- `weights.safetensors`: the trained tensors (the model's and the loss's own, e.g. a classifier);
+- `model/`: the model as a sentence-transformers folder (what `export` and verdict scoring load; with
+  a LoRA adapter, the adapter and its base model's name, not the full weights);
+- `weights.safetensors`: the trained tensors (the model's, or its adapter's, and the loss's own, e.g. a classifier);
 - `state.pt`: optimiser, scheduler and random-generator state, read with `torch.load(weights_only=True)`
   (tensors, numbers, strings and containers only);
 - `metrics.json`: what the trial reported at that step.
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from . import adapters
 
 
 class UnsafeCheckpoint(RuntimeError):
@@ -61,8 +64,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save(directory: Path, model, loss: nn.Module, optimizer, scheduler, step: int, metrics: dict) -> None:
     """Write a checkpoint of the training state at `step` into `directory`."""
-    model.save(str(directory / "model"))
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    adapters.save(model, directory / "model")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in adapters.trained_tensors(model).items()}
     tensors |= {f"loss.{k}": v.detach().cpu().contiguous() for k, v in _own_parameters(loss, model).items()}
     save_file(_unshared(tensors), str(directory / "weights.safetensors"))
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
@@ -92,7 +95,17 @@ def load(directory: Path, model, loss: nn.Module, optimizer, scheduler) -> tuple
             "Delete the checkpoint folder to start the trial over"
         ) from None
     tensors = load_file(str(directory / "weights.safetensors"))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    saved = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    if adapters.adapter_of(model) is None:
+        model.load_state_dict(saved)
+    else:  # the adapter's tensors only: the frozen base is the base model as loaded
+        missing = set(adapters.trained_tensors(model)) - set(saved)
+        unexpected = model.load_state_dict(saved, strict=False).unexpected_keys
+        if missing or unexpected:
+            raise UnsafeCheckpoint(
+                f"{directory / 'weights.safetensors'} does not hold this trial's adapter (missing "
+                f"{sorted(missing)[:3]}, unexpected {unexpected[:3]}); delete the checkpoint folder to start over"
+            )
     own = _own_parameters(loss, model)
     with torch.no_grad():
         for name, value in tensors.items():

@@ -190,7 +190,10 @@ def validate_command(args: argparse.Namespace) -> int:
     from lossweep.sweep.prompts import spec_prompts
 
     rows = f", {len(loaded.train)} training rows" if loaded else ""
-    print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {spec_prompts(spec).describe()}")
+    a = spec.adapter
+    layers = ", ".join(a.target_modules) if a and a.target_modules else "PEFT's default layers"
+    trains = f"trains a LoRA adapter (r={a.r}, alpha={a.alpha:g}) on {layers}" if a else "trains every weight"
+    print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {trains}; {spec_prompts(spec).describe()}")
     return OK
 
 
@@ -339,7 +342,7 @@ def export_command(args: argparse.Namespace) -> int:
         return refused
     tracker = Tracker(uri)
     try:
-        exported = export(tracker, args.sweep, args.dir, log_to_mlflow=not args.no_mlflow)
+        exported = export(tracker, args.sweep, args.dir, log_to_mlflow=not args.no_mlflow, merge=args.merge)
     except (ExportError, RunNotFound) as error:
         return _refused(error)
     print(f"exported run {exported.run_id} to {exported.path} (SentenceTransformer({str(exported.path)!r}))")
@@ -579,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir", help="an empty or new folder for the model")
     export.add_argument(
         "--no-mlflow", action="store_true", help="do not log the model with MLflow's sentence-transformers flavour"
+    )
+    export.add_argument(
+        "--merge", action="store_true", help="a LoRA trial: fold the adapter into full weights (loads without PEFT)"
     )
     export.set_defaults(func=export_command)
     return parser

@@ -2,7 +2,9 @@
 
 The folder loads with `SentenceTransformer(DIR)`, carries a model card naming the loss and its
 parameters, the data and the scores, and the model is also logged to the best trial's MLflow run with
-MLflow's sentence-transformers flavour.
+MLflow's sentence-transformers flavour. A trial that trained a LoRA adapter exports the adapter and its
+base model's name (PEFT's layout), or with `merge` the adapter folded into full weights; MLflow gets
+the merged model, which loads without PEFT.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from sentence_transformers import SentenceTransformer
 
-from . import storage
+from . import adapters, storage
 from .metrics import is_eval
+from .models import load_model
 from .protocol import Tag
 from .report import SweepNotFound, find_sweep
 from .runs import LOSS_LABEL
@@ -108,7 +110,9 @@ def model_card(run, metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlflow: bool = True) -> Exported:
+def export(
+    tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlflow: bool = True, merge: bool = False
+) -> Exported:
     run = best_run(tracker, sweep_or_run)
     checkpoint = run.data.tags.get(Tag.CHECKPOINT)
     if not checkpoint or not storage.exists(storage.join(checkpoint, "model", "modules.json")):
@@ -120,18 +124,22 @@ def export(tracker: Tracker, sweep_or_run: str, out_dir: Path | str, log_to_mlfl
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new folder")
-    shutil.copytree(Path(checkpoint) / "model", out, dirs_exist_ok=True)
+    trained = Path(checkpoint) / "model"
+    if merge and adapters.holds_adapter(trained):
+        adapters.merge(load_model(str(trained))).save(str(out))
+    else:
+        shutil.copytree(trained, out, dirs_exist_ok=True)
     (out / "README.md").write_text(model_card(run, run.data.metrics), encoding="utf-8")
     (out / "lossweep.json").write_text(
         json.dumps(
             {"run_id": run.info.run_id, "tracking_uri": redact(tracker.uri), "params": run.data.params}, indent=2
         )
     )
-    model = SentenceTransformer(str(out), device="cpu")  # proves the folder loads
+    model = load_model(str(out))  # proves the folder loads
     model_uri = ""
     if log_to_mlflow:
         with active_uri(tracker.uri), mlflow.start_run(run_id=run.info.run_id):
-            info = mlflow.sentence_transformers.log_model(model, name="model")
+            info = mlflow.sentence_transformers.log_model(adapters.merge(model), name="model")
         model_uri = info.model_uri
         tracker.set_tags(run.info.run_id, {Tag.EXPORTED_MODEL: model_uri})
     return Exported(run.info.run_id, out, model_uri)

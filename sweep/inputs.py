@@ -18,7 +18,7 @@ from lossweep.losses import DataFormatError, LabelKind, Sampler, check_dataset, 
 from lossweep.losses.fit import fit
 from lossweep.losses.formats import LABEL_COLUMNS
 
-from . import data, holdout, negatives, storage
+from . import adapters, data, holdout, negatives, storage
 from .models import ModelError, load_model, model_dimension, model_fingerprint, model_problem, resolve_model
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
@@ -365,6 +365,9 @@ def _model_problems(spec: Spec) -> list[str]:
         problem = model_problem(ref) if ref else None
         if problem:
             found.append(f"{where}: {problem}")
+    if spec.adapter is not None and not found:
+        problem = adapters.adapter_problem(load_model(spec.model), spec.adapter, base=resolve_model(spec.model))
+        found += [problem] if problem else []
     return found
 
 

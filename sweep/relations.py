@@ -162,4 +162,16 @@ def _searched_batch(spec: Spec) -> list[str]:
     return []
 
 
-SWEEP_RELATIONS = [_sweep_budget, _selection, _metric, _sweep_losses, _searched_batch]
+def _searched_adapter(spec: Spec) -> list[str]:
+    from .spec import ADAPTER_SEARCH
+
+    searched = [name for name in spec.sweep.shared if name in ADAPTER_SEARCH]
+    if not searched or given(spec.adapter):
+        return []
+    return [
+        f"sweep.shared.{searched[0]}: searches a LoRA adapter, but the spec trains every weight; "
+        "add `adapter: {method: lora}` (its r, alpha and dropout are the values outside the search)"
+    ]
+
+
+SWEEP_RELATIONS = [_sweep_budget, _selection, _metric, _sweep_losses, _searched_batch, _searched_adapter]

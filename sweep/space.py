@@ -24,7 +24,7 @@ from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
 from .negatives import mined_shape
-from .spec import NEGATIVES_SUFFIX, LossSpec, ParamRange, PromptSpec, Spec
+from .spec import ADAPTER_SEARCH, NEGATIVES_SUFFIX, LossSpec, ParamRange, PromptSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,15 @@ class Candidate:
         return self.config.name + (NEGATIVES_SUFFIX if self.negatives else "")
 
 
-SHARED_KINDS = {"learning_rate": "float", "batch_size": "int", "warmup_ratio": "float", "weight_decay": "float"}
+SHARED_KINDS = {
+    "learning_rate": "float",
+    "batch_size": "int",
+    "warmup_ratio": "float",
+    "weight_decay": "float",
+    "lora_r": "int",
+    "lora_alpha": "float",
+    "lora_dropout": "float",
+}
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,8 @@ def starting_point(space: Space, spec: Spec) -> dict[str, Any]:
     training = spec.training.to_dict()
     prompts = spec.prompts if isinstance(spec.prompts, str) else spec.prompts.to_dict()
     own = training | {"matryoshka_dims": list(spec.matryoshka_dims or ()) or None, "prompts": prompts}
+    if spec.adapter is not None:
+        own |= {name: getattr(spec.adapter, field) for name, field in ADAPTER_SEARCH.items()}
     for dim in space.shared:
         if dim.holds(own.get(dim.name)):
             point[f"shared/{dim.name}"] = _encode(own[dim.name])
@@ -388,6 +398,14 @@ def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | Non
     training = training.replace(**changes)
     prompts = shared.get("prompts", spec.prompts)
     prompts = PromptSpec.model_validate(prompts) if isinstance(prompts, Mapping) else prompts
+    adapter = spec.adapter
+    if adapter is not None:
+        adapter = adapter.replace(**{field: shared[name] for name, field in ADAPTER_SEARCH.items() if name in shared})
     return spec.replace(
-        loss=loss, training=training, matryoshka_dims=tuple(dims) if dims else None, prompts=prompts, sweep=None
+        loss=loss,
+        training=training,
+        matryoshka_dims=tuple(dims) if dims else None,
+        prompts=prompts,
+        adapter=adapter,
+        sweep=None,
     )

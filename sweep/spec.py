@@ -263,6 +263,21 @@ class PromptSpec(_Section):
     columns: dict[str, str] = Field(default_factory=dict, description="training columns given their own prompt")
 
 
+class AdapterSpec(_Section):
+    """A LoRA adapter trained in place of every weight (PEFT; the lora extra). The base model stays frozen;
+    checkpoints hold the adapter and its optimiser state only."""
+
+    method: Literal["lora"] = Field("lora", description="the adapter kind (LoRA)")
+    r: Positive = Field(8, description="the rank of each adapter matrix")
+    alpha: PositiveFloat = Field(16.0, description="LoRA's scaling numerator: updates are scaled by alpha / r")
+    dropout: Annotated[
+        Float, _bound(lambda v: 0 <= v < 1, "{value} must be in [0, 1)", minimum=0, exclusiveMaximum=1)
+    ] = Field(0.0, description="dropout on the adapter's input")
+    target_modules: tuple[str, ...] | None = Field(
+        None, description="names of the layers to adapt; default: PEFT's for the architecture (BERT: query, value)"
+    )
+
+
 class NegativesSpec(_Section):
     """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
     `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
@@ -407,6 +422,8 @@ class ParamRange(_Section):
 
 
 SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay", "prompts")
+ADAPTER_SEARCH = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}  # searched name -> adapter field
+SHARED_SEARCH += tuple(ADAPTER_SEARCH)
 MINING_SEARCH = (
     "num_negatives",
     "range_min",
@@ -552,7 +569,11 @@ class SweepSpec(_Section):
             if param not in SHARED_SEARCH:
                 found.append((f"shared.{param}", f"cannot be searched; shared parameters are {list(SHARED_SEARCH)}"))
                 continue
-            field = TrainingSpec.model_fields.get(param) or Spec.model_fields[param]
+            field = (
+                AdapterSpec.model_fields[ADAPTER_SEARCH[param]]
+                if param in ADAPTER_SEARCH
+                else TrainingSpec.model_fields.get(param) or Spec.model_fields[param]
+            )
             values = rng.choices if rng.choices is not None else (rng.low, rng.high)
             if param == "batch_size" and rng.choices is None:
                 values = tuple(int(v) if v is not None and float(v).is_integer() else v for v in values)
@@ -636,6 +657,7 @@ class Spec(_Section):
         "model",
         description="model: the model's own query/document prompts (none if it declares none); none; or your own",
     )
+    adapter: AdapterSpec | None = Field(None, description="train a LoRA adapter instead of every weight")
     negatives: NegativesSpec | None = Field(None, description="hard negatives mined for (anchor, positive) pairs")
     eval: tuple[EvalRef, ...] = Field((), description="the eval sets: the first (or sweep.select_on) selects")
     matryoshka_dims: Sizes | None = Field(None, description="wrap the loss in MatryoshkaLoss at these dims")

@@ -40,10 +40,11 @@ from transformers import get_scheduler
 from lossweep.losses import build_loss, get_entry, replays_forward
 
 from . import checkpoint, storage
+from .adapters import add_adapter
 from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
 from .inputs import train_dataset
 from .metrics import TRAIN_EPOCH, TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
-from .models import load_model
+from .models import load_model, resolve_model
 from .prompts import Prompts, spec_prompts
 from .protocol import Report, Tag, TrialState
 from .runs import failure_tags
@@ -208,6 +209,8 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
     model = load_model(spec.model, device=str(device))
     if spec.max_seq_length:
         model.max_seq_length = spec.max_seq_length
+    if spec.adapter is not None:  # before the loss and the optimiser: they take the adapter's parameters only
+        add_adapter(model, spec.adapter, base=resolve_model(spec.model))
     prompts = spec_prompts(spec)
     prompts.declare(model)
     load = partial(load_model, device=str(device))

@@ -69,7 +69,10 @@ def test_validate_prints_one_line_and_no_loading_noise(data_dir, tmp_path, tiny_
     done = subprocess.run(["lossweep", "validate", str(tmp_path / "spec.yaml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
-        f"{tmp_path / 'spec.yaml'}: valid (MultipleNegativesRankingLoss, 40 training rows); "
+        f"{tmp_path / 'spec.yaml'}: valid (MultipleNegativesRankingLoss, 40 training rows); trains every weight; "
         "prompts: none (the model declares none)"
     ]
+    (tmp_path / "lora.yaml").write_text(yaml.safe_dump(spec | {"adapter": {"r": 4, "target_modules": ["query"]}}))
+    done = subprocess.run(["lossweep", "validate", str(tmp_path / "lora.yaml")], capture_output=True, text=True)
+    assert "; trains a LoRA adapter (r=4, alpha=16) on query; " in done.stdout, done.stderr
     assert done.stderr == ""  # no "Generating train split", no progress bars

@@ -2,8 +2,9 @@
 
 `tests/losses/test_gather.py` proves it for every loss with a plain loop; this runs the
 real worker loop (sampler, collate, gathering, gradient averaging, checkpoints) on Ray and compares
-the weights the two trials checkpointed. SGD: its update is linear in the gradient, so equal
-gradients give equal weights (AdamW would magnify float noise in gradients that are exactly zero).
+the weights the two trials checkpointed, trained in full or as a LoRA adapter. SGD: its update is
+linear in the gradient, so equal gradients give equal weights (AdamW would magnify float noise in
+gradients that are exactly zero).
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ CASES = {
 PROMPTS = {"MultipleNegativesRankingLoss": {"query": "query: ", "document": "passage: "}}  # E5's, on each column
 
 
+LORA = {"r": 4, "alpha": 8.0}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("adapter", [None, LORA], ids=["full", "lora"])
 @pytest.mark.parametrize("loss", list(CASES))
-def test_two_workers_train_like_one_worker_with_the_whole_batch(loss, ray_local, data_dir, tiny_model_path, tmp_path):
+def test_two_workers_train_like_one_worker_with_the_whole_batch(
+    loss, adapter, ray_local, data_dir, tiny_model_path, tmp_path
+):
     weights = {}
     for workers in (1, 2):
         spec = parse_spec(
@@ -38,6 +45,7 @@ def test_two_workers_train_like_one_worker_with_the_whole_batch(loss, ray_local,
                 "eval": [{"type": "sts", "path": "stsbenchmark", "split": "test", "limit": 20, "name": "sts"}],
                 "loss": {"name": loss},
                 "prompts": PROMPTS.get(loss, "model"),
+                "adapter": adapter,
                 "training": {
                     "batch_size": 16,
                     "steps": 3,
@@ -61,6 +69,10 @@ def test_two_workers_train_like_one_worker_with_the_whole_batch(loss, ray_local,
     worst = max((one[name] - two[name]).abs().max().item() for name in one)
     assert worst <= 1e-5, f"largest weight difference {worst:.2e}"
     # and training moved the weights (a test that could not fail otherwise would prove nothing)
-    initial = load_file(f"{tiny_model_path}/hf/model.safetensors")
-    moved = max((one[f"model.0.model.{name}"] - value).abs().max().item() for name, value in initial.items())
+    if adapter:  # the adapter's tensors only; its B matrices start at zero
+        assert one and all("lora_" in name for name in one)
+        moved = max(value.abs().max().item() for name, value in one.items() if "lora_B" in name)
+    else:
+        initial = load_file(f"{tiny_model_path}/hf/model.safetensors")
+        moved = max((one[f"model.0.model.{name}"] - value).abs().max().item() for name, value in initial.items())
     assert moved > 1e-3

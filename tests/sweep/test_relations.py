@@ -79,6 +79,11 @@ CASES = {
         "sweep.shared.batch_size.choices: [9] not divisible by resources.workers=2",
         ("train", {"path": 7}),
     ),
+    "_searched_adapter": (
+        lambda s: s.update(sweep=SWEEP | {"shared": {"lora_r": {"choices": [4, 16]}}}),
+        "sweep.shared.lora_r: searches a LoRA adapter, but the spec trains every weight",
+        ("adapter", {"r": 0}),
+    ),
 }
 
 
