@@ -23,6 +23,7 @@ RATIOS = {
     "search_efficiency": "fraction_of_grid",
     "train_vs_st": "wall_ratio",
     "data_passes": "speedup_vs_rescan",
+    "lora_vs_full": "checkpoint_ratio",
 }
 
 
