@@ -16,6 +16,7 @@ from lossweep.sweep import adapters, checkpoint
 from lossweep.sweep.driver import train
 from lossweep.sweep.export import export
 from lossweep.sweep.models import load_model
+from lossweep.sweep.reproduce import reproduce
 from lossweep.sweep.space import build_space, trial_spec
 from lossweep.sweep.spec import AdapterSpec, SpecError, parse_spec
 from lossweep.sweep.step import Optimisation, collate, train_step, trainable_parameters
@@ -112,12 +113,16 @@ def spec_of(model: str, tmp_path: Path, **fields) -> dict:
     } | fields
 
 
-def test_lossweep_train_with_an_adapter_exports_it_and_merged(tiny_model_path, data_dir, tmp_path):
-    spec = parse_spec(spec_of(tiny_model_path, tmp_path, data_dir=str(data_dir), adapter={"r": 4, "alpha": 8}))
+def test_lossweep_train_with_an_adapter_reproduces_and_exports_it_and_merged(tiny_model_path, data_dir, tmp_path):
+    test = {"type": "retrieval", "path": "cranfield", "split": "test", "limit": 15}
+    adapter = {"r": 4, "alpha": 8, "dropout": 0.1}  # dropout: the adapter's randomness must replay too
+    spec = parse_spec(spec_of(tiny_model_path, tmp_path, data_dir=str(data_dir), adapter=adapter, eval=[test]))
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
     result = train(spec, tracking_uri=tracker.uri)
     params = tracker.client.get_run(result.run_id).data.params
     assert params["adapter.r"] == "4" and params["adapter.method"] == "lora"
+    again = reproduce(tracker, result.run_id)
+    assert again.matched and any(name.startswith("eval/") for name in again.differences), again.differences
     trained = load_model(str(Path(result.checkpoint_path) / "model"))
     expected = trained.encode(TEXTS, convert_to_tensor=True)
     as_adapter = export(tracker, result.run_id, tmp_path / "adapter", log_to_mlflow=False)
