@@ -7,6 +7,9 @@
   (tensors, numbers, strings and containers only);
 - `metrics.json`: what the trial reported at that step.
 
+A sweep's finished trial keeps only what export and verdict scoring read (`keep_final`): its final
+checkpoint's `model/` and `metrics.json`, a quarter of a MiniLM checkpoint with AdamW state.
+
 Checkpoints can live in shared storage that other people write to; a file planted there must not
 run code on every worker that resumes (pickle does). A `state.pt` with anything else in it is
 refused with `UnsafeCheckpoint`.
@@ -16,16 +19,18 @@ from __future__ import annotations
 
 import json
 import pickle
+import posixpath
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import adapters
+from . import adapters, storage
 
 
 class UnsafeCheckpoint(RuntimeError):
@@ -115,3 +120,29 @@ def load(directory: Path, model, loss: nn.Module, optimizer, scheduler) -> tuple
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     return state["step"], json.loads((directory / "metrics.json").read_text())
+
+
+RESUME_ONLY = ("state.pt", "weights.safetensors")  # read only to resume a trial
+
+
+def keep_final(location: str) -> int:
+    """Reduce a finished trial's checkpoints to what export and verdict scoring read: the final one
+    (`location`) without its resume-only files; its other checkpoints go. Returns the bytes freed."""
+    fs, path = storage.filesystem(location)
+    path = path.rstrip("/")
+    freed = 0
+    for info in fs.get_file_info(pafs.FileSelector(posixpath.dirname(path))):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") and info.path != path:
+            freed += _size(fs, info.path)
+            fs.delete_dir(info.path)
+    for name in RESUME_ONLY:
+        info = fs.get_file_info(posixpath.join(path, name))
+        if info.type == pafs.FileType.File:
+            freed += info.size
+            fs.delete_file(info.path)
+    return freed
+
+
+def _size(fs: pafs.FileSystem, folder: str) -> int:
+    files = fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+    return sum(info.size for info in files if info.type == pafs.FileType.File)

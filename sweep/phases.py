@@ -37,7 +37,7 @@ from .plan import make_plan
 from .prepare import Prepared, prepare, recorded
 from .protocol import SEED_ROUNDS_ARTIFACT, SWEEP_ROLE, Phase, Report, Tag, TrialState
 from .rounds import replay
-from .runs import delete_lost_runs
+from .runs import delete_lost_runs, keep_final_checkpoints
 from .selection import best_run, choose, top_configs
 from .space import Space, build_space, grid_configs
 from .spec import Params, Spec, SpecError
@@ -149,6 +149,8 @@ class Sweep:
         if ended < expected:
             raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
         delete_lost_runs(self.tracker, self.parent, tag)
+        if self.spec.sweep.keep_checkpoints == "final":
+            keep_final_checkpoints(self.tracker, self.parent, tag)
         self.done(name)
 
     def done(self, name: str) -> None:

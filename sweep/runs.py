@@ -103,3 +103,17 @@ def delete_lost_runs(tracker: Tracker, parent_run_id: str, phase: str) -> list[s
         tracker.end_run(run_id, "KILLED")
         tracker.client.delete_run(run_id)
     return lost
+
+
+def keep_final_checkpoints(tracker: Tracker, parent_run_id: str, phase: str) -> int:
+    """A finished phase's completed and pruned trials keep only their final model (what export and
+    verdict scoring read); failed trials keep everything. Returns the bytes freed."""
+    from .checkpoint import keep_final
+
+    finished = (TrialState.COMPLETED, TrialState.PRUNED)
+    freed = 0
+    for run in tracker.children(parent_run_id):
+        tags = run.data.tags
+        if tags.get(Tag.PHASE) == phase and tags.get(Tag.STATE) in finished and tags.get(Tag.CHECKPOINT):
+            freed += keep_final(tags[Tag.CHECKPOINT])
+    return freed

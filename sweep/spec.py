@@ -493,6 +493,9 @@ class SweepSpec(_Section):
         2, description="ASHA keeps 1 in reduction_factor trials at each rung"
     )
     seed: Int = Field(0, description="seeds the sampler")
+    keep_checkpoints: Literal["final", "all"] = Field(
+        "final", description="final: a finished trial keeps its final model only (no optimiser state); all: everything"
+    )
     negatives: dict[str, ParamRange] = Field(default_factory=dict, description="mining knobs searched, over choices")
     rescore: Rescore | None = Field(
         None, description="compare: re-train each loss's top tuning trials with fresh seeds, choose by the mean"

@@ -58,3 +58,21 @@ def test_a_planted_pickle_payload_is_refused_and_never_runs(tiny_model_path, tmp
     # The same file read with pickle (weights_only=False) does run the payload: the test can fail.
     torch.load(tmp_path / "state.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_a_finished_trial_keeps_its_final_model_only(tiny_model_path, tmp_path):
+    model, loss, optimizer, scheduler = _training_state(tiny_model_path)
+    for step in (2, 4):
+        checkpoint.save(tmp_path / f"checkpoint_00000{step // 2 - 1}", model, loss, optimizer, scheduler, step, {})
+    final = tmp_path / "checkpoint_000001"
+    before = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file())
+    freed = checkpoint.keep_final(str(final))
+    after = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file())
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_000001"]
+    assert sorted(p.name for p in final.iterdir()) == ["metrics.json", "model"]
+    assert freed == before - after and after < before / 2
+    kept = SentenceTransformer(str(final / "model"), device="cpu")  # what export and verdict scoring load
+    assert torch.allclose(
+        kept.encode(["a wing"], convert_to_tensor=True), model.encode(["a wing"], convert_to_tensor=True)
+    )
+    assert checkpoint.keep_final(str(final)) == 0  # a second pass (a resumed driver) frees nothing

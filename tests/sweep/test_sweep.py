@@ -99,6 +99,12 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
     top = max(r.data.metrics[METRIC] for r in completed)
     (winner,) = [r for r in completed if r.info.run_id == board.best.best_run_id]  # one of the best (ties happen)
     assert board.best.selection == winner.data.metrics[METRIC] == top
+    # Finished trials keep their final model only: no optimiser state, no earlier checkpoint.
+    kept = [Path(r.data.tags["lossweep.checkpoint"]) for r in runs if "lossweep.checkpoint" in r.data.tags]
+    assert len(kept) >= len(completed)
+    for folder in kept:
+        assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "model"]
+        assert [p.name for p in folder.parent.glob("checkpoint_*")] == [folder.name]
     # The search saw the selection set only; the winner's checkpoint and the untrained model are then
     # scored on the verdict set, and the leaderboard reports both scores.
     assert not any(k.startswith("eval/nli/") for r in runs for k in r.data.metrics)
