@@ -56,6 +56,7 @@ from .tuning import (
     verdict_metric,
 )
 from .verdict import build_leaderboard
+from .warmstart import Prior, earlier_trials
 
 STATE_FILE = "sweep.json"
 
@@ -290,10 +291,16 @@ def run_phases(
     with (watch or (lambda uri, plan: nullcontext()))(tracker.uri, plan):
         if any(c.mined for c in sweep.space.candidates):
             notes = notes + _mine(sweep)
+        priors = None
+        if spec.sweep.warm_start:
+            warm = earlier_trials(tracker, sweep.parent, spec, sweep.metric, sweep.data_fingerprint, _studies(sweep))
+            told = {name: [p.run_id for p in found] for name, found in warm.priors.items()}
+            tracker.set_tags(sweep.parent, {Tag.WARM_START: json.dumps(told)[:5000]})
+            notes, priors = notes + [warm.describe()], warm.priors
         if spec.sweep.mode == "search":
-            _search(sweep)
+            _search(sweep, priors)
         else:
-            _compare(sweep)
+            _compare(sweep, priors)
     board = build_leaderboard(tracker, sweep.parent)
     board.log(tracker, sweep.parent)
     tracker.end_run(sweep.parent, "FINISHED")
@@ -347,9 +354,16 @@ def _mine(sweep: Sweep) -> list[str]:
     return notes
 
 
-def _search(sweep: Sweep) -> None:
+def _studies(sweep: Sweep) -> dict[str, Space]:
+    """The Optuna studies of the sweep's tuning phase: one for a search, one per loss for a compare."""
+    if sweep.spec.sweep.mode == "search":
+        return {SEARCH_STUDY: sweep.space}
+    return {candidate.name: sweep.space.only(candidate.name) for candidate in sweep.space.candidates}
+
+
+def _search(sweep: Sweep, priors: dict[str, list[Prior]] | None = None) -> None:
     """TPE + ASHA on the selection set; then the winner and the untrained model on the verdict sets."""
-    args, expected = search_args(sweep.spec, {SEARCH_STUDY: sweep.space}, sweep.metric)
+    args, expected = search_args(sweep.spec, _studies(sweep), sweep.metric, priors)
     sweep.tune_phase(Phase.SEARCH, args, expected)
     baseline = _start_baseline(sweep)  # scored beside the winner
     verdict = [ref.label for ref in sweep.spec.verdict_sets() + sweep.spec.guard_sets()]
@@ -367,12 +381,11 @@ def _search(sweep: Sweep) -> None:
     sweep.finish_scoring(baseline)
 
 
-def _compare(sweep: Sweep) -> None:
+def _compare(sweep: Sweep, priors: dict[str, list[Prior]] | None = None) -> None:
     """Per-loss studies side by side on the selection set, then seeds of each loss's best on all sets:
     `sweep.seeds` of them, or (adaptive) `min`, then rounds of one more where a comparison is undecided."""
-    spec, space = sweep.spec, sweep.space
-    studies = {candidate.name: space.only(candidate.name) for candidate in space.candidates}
-    args, expected = search_args(spec, studies, sweep.metric)
+    spec = sweep.spec
+    args, expected = search_args(spec, _studies(sweep), sweep.metric, priors)
     sweep.tune_phase(Phase.TUNE, args, expected)
     rescore = spec.sweep.rescore
     if rescore is not None:  # each loss's top trials again, with fresh seeds: the same budget for every loss

@@ -493,6 +493,9 @@ class SweepSpec(_Section):
         2, description="ASHA keeps 1 in reduction_factor trials at each rung"
     )
     seed: Int = Field(0, description="seeds the sampler")
+    warm_start: Bool = Field(
+        False, description="tell Optuna the completed trials of earlier sweeps on the same data, model and budget"
+    )
     keep_checkpoints: Literal["final", "all"] = Field(
         "final", description="final: a finished trial keeps its final model only (no optimiser state); all: everything"
     )

@@ -27,6 +27,7 @@ from ray.tune.search import Searcher
 
 from .protocol import Report
 from .space import DefineByRun, Space
+from .warmstart import Prior, tell
 
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -75,8 +76,10 @@ class StudySearch(_Saved, Searcher):
         sampler: str,
         seed: int,
         starts: dict[str, dict[str, Any]] | None = None,
+        priors: dict[str, list[Prior]] | None = None,
     ) -> None:
-        """`starts`: each study's first trial (Optuna params; its loss's registry defaults, say)."""
+        """`starts`: each study's first trial (Optuna params; its loss's registry defaults, say);
+        `priors`: earlier sweeps' trials, told to each study as finished before its first trial."""
         super().__init__(metric=metric, mode="max")
         self.spaces = spaces
         self.budget = trials
@@ -85,6 +88,8 @@ class StudySearch(_Saved, Searcher):
             name: optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed + i), study_name=name)
             for i, name in enumerate(spaces)
         }
+        for name, found in (priors or {}).items():
+            tell(self.studies[name], spaces[name], found)
         for name, point in (starts or {}).items():
             if point:
                 self.studies[name].enqueue_trial(point)

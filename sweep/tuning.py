@@ -31,6 +31,7 @@ from .space import Space, grid_configs, starting_point, trial_spec
 from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tracking import DataInput, Provenance, Tracker
+from .warmstart import Prior
 from .worker import train_in_trial
 
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
@@ -247,8 +248,11 @@ def run_phase(
     return tuner.fit()
 
 
-def search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dict[str, Any], int]:
-    """Tuner arguments for a search or tuning phase (one study per entry of `studies`), and its trials."""
+def search_args(
+    spec: Spec, studies: dict[str, Space], metric: str, priors: dict[str, list[Prior]] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Tuner arguments for a search or tuning phase (one study per entry of `studies`), and its trials;
+    `priors`: earlier sweeps' trials for each study (warm start)."""
     sweep = spec.sweep
     by_loss = len(studies) > 1 or SEARCH_STUDY not in studies
     asha = partial(
@@ -275,6 +279,7 @@ def search_args(spec: Spec, studies: dict[str, Space], metric: str) -> tuple[dic
         sampler=sweep.sampler,
         seed=sweep.seed,
         starts={name: starting_point(space, spec) for name, space in studies.items()},
+        priors=priors,
     )
     total = sweep.trials * len(studies)
     return {

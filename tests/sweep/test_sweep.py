@@ -135,6 +135,15 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
         assert 0 < run.data.metrics["trial/startup_seconds"] and 0 < run.data.metrics["trial/teardown_seconds"]
     again = reproduce(Tracker(uri), winner.info.run_id)
     assert again.matched and again.max_difference <= 1e-6, again.differences
+    # A later sweep of the same question starts from these trials: told to Optuna, not re-run.
+    warm = parse_spec(
+        sweep_spec(data_dir, tiny_model_path, tmp_path, sweep | {"trials": 2, "warm_start": True}, "warm")
+    )
+    later = run_sweep(warm, tracking_uri=uri)
+    told = json.loads(client.get_run(later.parent_run_id).data.tags["lossweep.warm_start"])
+    assert sorted(told["search"]) == sorted(r.info.run_id for r in completed)
+    assert f"warm start: {len(completed)} trials of 1 earlier sweep told to Optuna" in later.notes
+    assert len(children(uri, later.parent_run_id, "search")) == 2  # the priors cost no trial
 
 
 @pytest.mark.slow
