@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .stats import ALPHA, bootstrap_deviations
+from .stats import ALPHA, bootstrap_deviations, t_over_z
 
 POWER = 0.8
 
@@ -72,7 +72,7 @@ def approximate_power(effect: float, components: Components, seeds: int, queries
         return 1.0 if effect else alpha
     booted = true + components.residual**2 / (seeds * queries)
     df = components.df(seeds, queries)
-    widen = 1.0 if math.isinf(df) else stats.t.ppf(1 - ALPHA / 2, df) / stats.norm.ppf(1 - ALPHA / 2)
+    widen = 1.0 if math.isinf(df) else t_over_z(df)
     threshold = stats.norm.ppf(1 - alpha / 2) * widen * math.sqrt(booted / true)
     noncentrality = abs(effect) / math.sqrt(true)
     normal = float(stats.norm.sf(threshold - noncentrality) + stats.norm.cdf(-threshold - noncentrality))

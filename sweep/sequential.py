@@ -227,13 +227,21 @@ def simulate_compare(
 
     look = 0
     while True:
+        # A comparison decided at an earlier look is never tested again: its p is not computed
         families = {
             "vs selected": [
-                Comparison(str(x), min(seeds[x], seeds[selected]), p(x, selected, look))
+                Comparison(
+                    str(x),
+                    min(seeds[x], seeds[selected]),
+                    None if str(x) in decided["vs selected"] else p(x, selected, look),
+                )
                 for x in range(losses)
                 if x != selected
             ],
-            "vs untrained": [Comparison(str(x), seeds[x], p(x, None, look)) for x in range(losses)],
+            "vs untrained": [
+                Comparison(str(x), seeds[x], None if str(x) in decided["vs untrained"] else p(x, None, look))
+                for x in range(losses)
+            ],
         }
         grow = set()
         for name, comparisons in families.items():
