@@ -168,9 +168,10 @@ def test_a_sweep_in_a_bucket_resumes_after_its_driver_is_killed_and_exports_from
 
     # Then the state, the Tune experiment and the checkpoints are in the bucket, nothing on local disk
     keys = s3.keys("runs/in-a-bucket/")  # the sweep's folder: its state and Tune's experiment, whose
-    # 1-worker trials keep their checkpoints in their trial folders
+    # 1-worker trials keep their checkpoints in their trial folders; once finished, their final model only
     assert "runs/in-a-bucket/sweep.json" in keys and any(k.startswith("runs/in-a-bucket/search/") for k in keys)
-    assert any("/checkpoint_" in k and k.endswith("weights.safetensors") for k in keys), keys[:20]
+    assert any("/checkpoint_" in k and "/model/" in k for k in keys), keys[:20]
+    assert not [k for k in keys if "/checkpoint_" in k and k.endswith(("state.pt", "weights.safetensors"))]
     assert not (first_dir / "runs").exists() and not (second_dir / "runs").exists()
     parent = json.loads(storage.read_text(f"{output}/in-a-bucket/sweep.json"))["parent_run_id"]
     runs = children(client, parent)
