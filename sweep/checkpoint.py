@@ -131,7 +131,7 @@ def keep_final(location: str) -> int:
     fs, path = storage.filesystem(location)
     path = path.rstrip("/")
     freed = 0
-    for info in fs.get_file_info(pafs.FileSelector(posixpath.dirname(path))):
+    for info in fs.get_file_info(pafs.FileSelector(posixpath.dirname(path), allow_not_found=True)):
         if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") and info.path != path:
             freed += _size(fs, info.path)
             fs.delete_dir(info.path)

@@ -76,3 +76,4 @@ def test_a_finished_trial_keeps_its_final_model_only(tiny_model_path, tmp_path):
         kept.encode(["a wing"], convert_to_tensor=True), model.encode(["a wing"], convert_to_tensor=True)
     )
     assert checkpoint.keep_final(str(final)) == 0  # a second pass (a resumed driver) frees nothing
+    assert checkpoint.keep_final(str(tmp_path / "gone" / "checkpoint_000000")) == 0  # nor does a missing one
