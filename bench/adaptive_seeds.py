@@ -21,9 +21,9 @@ from common import fmt, parser, summary, table, write
 
 from lossweep.sweep.sequential import simulate_compare
 
-# Measured on experiments/cranfield-compare.yaml's seed runs (3 losses x 3 seeds x 75 test queries,
-# all-MiniLM-L6-v2, NDCG@10): one loss's seed sd, per-query effect sd, seed x query sd.
-CRANFIELD = (0.006, 0.05, 0.04)
+# Measured on experiments/cranfield-decisive.yaml's seed runs (3 losses x 3-6 seeds x 75 test queries,
+# all-MiniLM-L6-v2, NDCG@10, README's results): one loss's seed sd, per-query effect sd, seed x query sd.
+CRANFIELD = (0.0046, 0.082, 0.039)
 FEWEST, MOST, QUERIES = 3, 8, 75
 SCENARIOS = {  # true lifts over the untrained model; loss 0 is selected
     "one clearly worse, two tied": [0.02, 0.02, -0.04],
