@@ -190,9 +190,11 @@ def validate_command(args: argparse.Namespace) -> int:
     from lossweep.sweep.prompts import spec_prompts
 
     rows = f", {len(loaded.train)} training rows" if loaded else ""
-    a = spec.adapter
-    layers = ", ".join(a.target_modules) if a and a.target_modules else "PEFT's default layers"
-    trains = f"trains a LoRA adapter (r={a.r}, alpha={a.alpha:g}) on {layers}" if a else "trains every weight"
+    adapter = spec.adapter
+    trains = "trains every weight"
+    if adapter is not None:
+        layers = ", ".join(adapter.target_modules or ()) or "PEFT's default layers"
+        trains = f"trains a LoRA adapter (r={adapter.r}, alpha={adapter.alpha:g}) on {layers}"
     print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {trains}; {spec_prompts(spec).describe()}")
     return OK
 

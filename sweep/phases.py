@@ -59,6 +59,7 @@ from .verdict import build_leaderboard
 from .warmstart import Prior, earlier_trials
 
 STATE_FILE = "sweep.json"
+WARM_START_ARTIFACT = "warm_start.json"  # the earlier trials told to Optuna, by study
 
 
 # --- The driver ------------------------------------------------------------------------------------------
@@ -295,7 +296,8 @@ def run_phases(
         if spec.sweep.warm_start:
             warm = earlier_trials(tracker, sweep.parent, spec, sweep.metric, sweep.data_fingerprint, _studies(sweep))
             told = {name: [p.run_id for p in found] for name, found in warm.priors.items()}
-            tracker.set_tags(sweep.parent, {Tag.WARM_START: json.dumps(told)[:5000]})
+            tracker.log_dict(sweep.parent, told, WARM_START_ARTIFACT)  # every run id; a tag would cut them
+            tracker.set_tags(sweep.parent, {Tag.WARM_START: json.dumps({n: len(ids) for n, ids in told.items()})})
             notes, priors = notes + [warm.describe()], warm.priors
         if spec.sweep.mode == "search":
             _search(sweep, priors)

@@ -63,7 +63,7 @@ class Tag:
     BEST_RUN_ID = "lossweep.best_run_id"
     NEGATIVES_KEYS = "lossweep.negatives_keys"  # JSON list of the mined sets' cache keys
     PLAN = "lossweep.plan"  # JSON: verdict set -> family -> minimum detectable difference, planned
-    WARM_START = "lossweep.warm_start"  # JSON: the earlier trials told to Optuna, by study
+    WARM_START = "lossweep.warm_start"  # JSON: how many earlier trials each study was told (ids: warm_start.json)
     # A trial's run
     TRIAL_ID = "lossweep.trial_id"  # Tune's trial id: finds the run again on --resume
     PHASE = "lossweep.phase"

@@ -4,6 +4,7 @@ and the reason it failed, read from the (Ray-wrapped) error or left on the run b
 from __future__ import annotations
 
 from . import negatives
+from .checkpoint import keep_final
 from .inputs import mining_input, negatives_dir, train_pairs, uses_negatives
 from .prepare import recorded
 from .prompts import spec_prompts
@@ -108,8 +109,6 @@ def delete_lost_runs(tracker: Tracker, parent_run_id: str, phase: str) -> list[s
 def keep_final_checkpoints(tracker: Tracker, parent_run_id: str, phase: str) -> int:
     """A finished phase's completed and pruned trials keep only their final model (what export and
     verdict scoring read); failed trials keep everything. Returns the bytes freed."""
-    from .checkpoint import keep_final
-
     finished = (TrialState.COMPLETED, TrialState.PRUNED)
     freed = 0
     for run in tracker.children(parent_run_id):

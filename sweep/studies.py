@@ -89,7 +89,7 @@ class StudySearch(_Saved, Searcher):
             for i, name in enumerate(spaces)
         }
         for name, found in (priors or {}).items():
-            tell(self.studies[name], spaces[name], found)
+            tell(self.studies[name], found)
         for name, point in (starts or {}).items():
             if point:
                 self.studies[name].enqueue_trial(point)

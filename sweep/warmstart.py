@@ -31,6 +31,7 @@ class Prior:
     config: dict[str, Any]
     value: float
     run_id: str
+    point: optuna.trial.FrozenTrial  # the config as a trial of its study's space (params, distributions)
 
 
 @dataclass
@@ -73,11 +74,13 @@ def earlier_trials(
         if not same:
             continue
         config = json.loads(tags[Tag.TRIAL_CONFIG])
-        name = next((n for n, space in studies.items() if point_of(space, config) is not None), None)
-        if name is None:
+        points = ((name, point_of(space, config)) for name, space in studies.items())
+        name, point = next(((n, p) for n, p in points if p is not None), (None, None))
+        if point is None:
             found.left_out += 1
             continue
-        found.priors.setdefault(name, []).append(Prior(config, float(run.data.metrics[metric]), run.info.run_id))
+        value = float(run.data.metrics[metric])
+        found.priors.setdefault(name, []).append(Prior(config, value, run.info.run_id, point))
         parents.add(tags["mlflow.parentRunId"])
     found.sweeps = len(parents)
     return found
@@ -117,15 +120,10 @@ def point_of(space: Space, config: dict[str, Any]) -> optuna.trial.FrozenTrial |
     return optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, value=0.0)
 
 
-def tell(study: optuna.Study, space: Space, priors: list[Prior]) -> int:
-    """Add the priors to the study as completed trials; returns how many it took."""
-    told = 0
+def tell(study: optuna.Study, priors: list[Prior]) -> None:
+    """Add the priors to their study as completed trials, with the scores they had."""
     for prior in priors:
-        point = point_of(space, prior.config)
-        if point is None:
-            continue
+        point = prior.point
         study.add_trial(
             optuna.trial.create_trial(params=point.params, distributions=point.distributions, value=prior.value)
         )
-        told += 1
-    return told

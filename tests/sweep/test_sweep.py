@@ -140,8 +140,10 @@ def test_search_sweep_parent_children_own_params_and_pruning(ray_local, data_dir
         sweep_spec(data_dir, tiny_model_path, tmp_path, sweep | {"trials": 2, "warm_start": True}, "warm")
     )
     later = run_sweep(warm, tracking_uri=uri)
-    told = json.loads(client.get_run(later.parent_run_id).data.tags["lossweep.warm_start"])
+    told = Tracker(uri).read_dict(later.parent_run_id, "warm_start.json")
     assert sorted(told["search"]) == sorted(r.info.run_id for r in completed)
+    counts = json.loads(client.get_run(later.parent_run_id).data.tags["lossweep.warm_start"])
+    assert counts == {"search": len(completed)}
     assert f"warm start: {len(completed)} trials of 1 earlier sweep told to Optuna" in later.notes
     assert len(children(uri, later.parent_run_id, "search")) == 2  # the priors cost no trial
 
