@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-from sentence_transformers.util import cos_sim
 from sentence_transformers.util.distributed import distributed_evaluation, get_rank
 
 from lossweep.losses.formats import LABEL_COLUMNS
@@ -33,6 +32,7 @@ from .inputs import EvalSet, load_eval
 from .metrics import METRICS, RETRIEVAL_METRICS, metric_name
 from .prompts import Prompts, spec_prompts
 
+CORPUS_CHUNK_SIZE = 50_000  # documents encoded and scored at once (sentence-transformers' default)
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
 
@@ -64,20 +64,39 @@ def _sizes(model: SentenceTransformer, dims: Sequence[int] | None) -> tuple[int,
     return full, sorted({full, *(dims or ())}, reverse=True)
 
 
-class _IRFromEmbeddings(InformationRetrievalEvaluator):
-    """sentence-transformers' IR evaluator fed with query embeddings we computed, keeping its rankings."""
+class _IRByChunks(InformationRetrievalEvaluator):
+    """sentence-transformers' IR evaluator scoring every Matryoshka size in one pass over the corpus.
+
+    Its own loop encodes the corpus a chunk at a time and keeps each query's top hits per chunk, so
+    memory is bounded by the chunk, not the corpus; one score function per size truncates the chunk's
+    embeddings, so each chunk is encoded once for all sizes. Query embeddings are ours (encoded once),
+    and a corpus that fits in one chunk is encoded once for every set that searches it.
+    """
 
     query_embeddings: torch.Tensor | None = None
-    last_results: list | None = None
+    corpora: dict[int, torch.Tensor] | None = None  # one-chunk corpus encodings shared within an evaluation
+    corpus_key: int = 0
+    results: list | None = None  # the last call's top hits per query for each size, in score_functions' order
 
     def embed_inputs(self, model, sentences, encode_fn_name=None, **kwargs):
         if encode_fn_name == "query" and self.query_embeddings is not None:
             return self.query_embeddings
-        return super().embed_inputs(model, sentences, encode_fn_name=encode_fn_name, **kwargs)
+        shared = encode_fn_name == "document" and len(self.corpus) <= self.corpus_chunk_size
+        if shared and self.corpora is not None and self.corpus_key in self.corpora:
+            return self.corpora[self.corpus_key]
+        embeddings = super().embed_inputs(model, sentences, encode_fn_name=encode_fn_name, **kwargs)
+        if shared and self.corpora is not None:
+            self.corpora[self.corpus_key] = embeddings
+        return embeddings
 
     def compute_metrics(self, queries_result_list):
-        self.last_results = queries_result_list
+        self.results.append(queries_result_list)
         return super().compute_metrics(queries_result_list)
+
+
+def _cosine_at(dim: int):
+    """Cosine similarity of the first `dim` coordinates (a Matryoshka size), as a score function."""
+    return lambda queries, documents: _truncate(queries, dim) @ _truncate(documents, dim).T
 
 
 class RetrievalEvaluator:
@@ -85,7 +104,9 @@ class RetrievalEvaluator:
 
     NDCG takes the judgements' grades as gains when they have several (trec_eval's `ndcg_cut`: gain
     = grade, discount log2(rank + 1), the ideal ranking from every judged document); MRR, Recall and
-    MAP count any judged document as relevant, as sentence-transformers does.
+    MAP count any judged document as relevant, as sentence-transformers does. The corpus is encoded
+    and scored `corpus_chunk_size` documents at a time (sentence-transformers' own chunking), so peak
+    memory does not grow with the corpus.
     """
 
     def __init__(
@@ -95,17 +116,18 @@ class RetrievalEvaluator:
         dims: Sequence[int] | None = None,
         batch_size: int = 64,
         prompts: Prompts | None = None,
+        corpus_chunk_size: int = CORPUS_CHUNK_SIZE,
     ) -> None:
         self.name, self.dims = name, dims
         self.prompts = prompts  # None: as the model's encode_query / encode_document default
         self.grades = data.qrels if data.graded else None
-        # Sets that search one corpus (a validation set carved from training, and the test set) share
-        # its encoding within one evaluation.
-        self.corpus_key = hash((tuple(data.corpus.items()), prompts and prompts.document))
-        self.ir = _IRFromEmbeddings(
+        # '' keeps the model's own prompt out too; None leaves it to the model
+        query, document = (prompts.query, prompts.document) if prompts else (None, None)
+        self.ir = _IRByChunks(
             queries=data.queries,
             corpus=data.corpus,
             relevant_docs={qid: set(docs) for qid, docs in data.qrels.items()},
+            corpus_chunk_size=corpus_chunk_size,
             mrr_at_k=[10],
             ndcg_at_k=[10],
             map_at_k=[100],
@@ -114,35 +136,35 @@ class RetrievalEvaluator:
             batch_size=batch_size,
             name=name,
             write_csv=False,
-            score_functions={"cosine": cos_sim},
+            query_prompt=query,
+            corpus_prompt=document,
         )
+        # Sets that search one corpus (a validation set carved from training, and the test set) share
+        # its encoding within one evaluation when it fits in one chunk.
+        self.ir.corpus_key = hash((tuple(data.corpus.items()), document))
 
     def __call__(self, model: SentenceTransformer, corpora: dict[int, torch.Tensor] | None = None) -> EvalResult:
         """Score `model`; `corpora` holds corpus encodings already made in this evaluation, by corpus."""
         ir = self.ir
-        # '' keeps the model's own prompt out too; None leaves it to the model
-        query, document = (self.prompts.query, self.prompts.document) if self.prompts else (None, None)
-        queries = model.encode_query(ir.queries, prompt=query, batch_size=ir.batch_size, convert_to_tensor=True)
-        corpora = {} if corpora is None else corpora
-        if self.corpus_key not in corpora:
-            encoded = model.encode_document(
-                ir.corpus, prompt=document, batch_size=ir.batch_size, convert_to_tensor=True
-            )
-            corpora[self.corpus_key] = encoded
-        corpus = corpora[self.corpus_key]
         full, sizes = _sizes(model, self.dims)
+        ir.query_embeddings = model.encode_query(
+            ir.queries, prompt=ir.query_prompt, batch_size=ir.batch_size, convert_to_tensor=True
+        )
+        ir.score_functions = {f"dim_{dim}": _cosine_at(dim) for dim in sizes}
+        ir.corpora, ir.results = corpora, []
+        try:
+            scores = ir.compute_all_metrics(model)
+        finally:
+            ir.query_embeddings, ir.corpora = None, None
         result = EvalResult()
-        for dim in sizes:
-            ir.query_embeddings = _truncate(queries, dim)
-            scores = ir.compute_all_metrics(model, corpus_embeddings=_truncate(corpus, dim))["cosine"]
-            per_query = self.per_query(ir.last_results)
+        for dim, hits in zip(sizes, ir.results, strict=True):
+            per_query, reported = self.per_query(hits), scores[f"dim_{dim}"]
             for ours, (key, k) in RETRIEVAL_METRICS.items():
                 graded = self.grades is not None and key == "ndcg@k"
-                value = float(np.mean(list(per_query[ours].values()))) if graded else float(scores[key][k])
+                value = float(np.mean(list(per_query[ours].values()))) if graded else float(reported[key][k])
                 for name in _names(self.name, ours, dim, full):
                     result.metrics[name] = value
                     result.per_query[name] = per_query[ours]
-        ir.query_embeddings = None
         return result
 
     def per_query(self, results: list) -> dict[str, dict[str, float]]:
@@ -308,11 +330,15 @@ ROW_EVALUATORS = {"sts": STSEvaluator, "triplet": TripletEvaluator, "classes": C
 
 
 def build_evaluator(
-    eval_set: EvalSet, dims: Sequence[int] | None, batch_size: int, prompts: Prompts | None = None
+    eval_set: EvalSet,
+    dims: Sequence[int] | None,
+    batch_size: int,
+    prompts: Prompts | None = None,
+    corpus_chunk_size: int = CORPUS_CHUNK_SIZE,
 ) -> Evaluator:
     name = eval_set.ref.label
     if eval_set.ref.type == "retrieval":
-        return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size, prompts)
+        return RetrievalEvaluator(name, eval_set.retrieval, dims, batch_size, prompts, corpus_chunk_size)
     return ROW_EVALUATORS[eval_set.ref.type](name, eval_set.rows, dims, batch_size, prompts)
 
 
@@ -322,7 +348,11 @@ def build_evaluators(spec, names: Sequence[str] | None = None) -> list[Evaluator
     dims = spec.evaluation.dims or spec.matryoshka_dims
     refs = [ref for ref in spec.eval if names is None or ref.label in names]
     prompts = spec_prompts(spec)
-    return [build_evaluator(load_eval(ref, spec), dims, spec.evaluation.batch_size, prompts) for ref in refs]
+    settings = spec.evaluation
+    return [
+        build_evaluator(load_eval(ref, spec), dims, settings.batch_size, prompts, settings.corpus_chunk_size)
+        for ref in refs
+    ]
 
 
 def evaluate(

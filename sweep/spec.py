@@ -354,6 +354,9 @@ class EvaluationSpec(_Section):
     ] = Field(0, description="evaluate every N steps (0: at the end only)")
     at_start: Bool = Field(True, description="also score the model before the first step")
     batch_size: Positive = Field(32, description="encoding batch size")
+    corpus_chunk_size: Positive = Field(
+        50_000, description="retrieval corpus documents encoded and scored at once: bounds evaluation memory"
+    )
     dims: Sizes | None = Field(None, description="embedding sizes to score (Matryoshka truncation)")
     distributed: Bool = Field(True, description="share the encoding across the workers of a trial")
     sets: tuple[str, ...] | None = Field(None, description="the eval sets this run scores, by name; null: all")

@@ -24,6 +24,7 @@ RATIOS = {
     "train_vs_st": "wall_ratio",
     "data_passes": "speedup_vs_rescan",
     "lora_vs_full": "checkpoint_ratio",
+    "eval_memory": "peak_ratio_at_largest",
 }
 
 

@@ -80,6 +80,28 @@ def test_sets_searching_one_corpus_share_its_encoding(model, data_dir, monkeypat
     assert result.metrics["eval/test/ndcg_at_10"] == pytest.approx(alone["eval/test/ndcg_at_10"], abs=1e-9)
 
 
+def test_a_corpus_scored_by_chunks_ranks_as_a_whole_one_and_encodes_no_more_than_a_chunk(model, cranfield, monkeypatch):
+    # The corpus in chunks of 300: one encoding of at most 300 texts per chunk for every size, and every
+    # metric of every query as when the whole corpus is scored at once.
+    whole = RetrievalEvaluator("cranfield", cranfield, dims=DIMS)(model)
+    calls = []
+    original = model.encode
+
+    def spy(*args, **kwargs):
+        calls.append(len(args[0] if args else kwargs["inputs"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", spy)
+    chunked = RetrievalEvaluator("cranfield", cranfield, dims=DIMS, corpus_chunk_size=300)(model)
+    corpus_calls = calls[1:]  # the first encodes the queries
+    n = len(cranfield.corpus)
+    assert n > 600 and corpus_calls == [min(300, n - start) for start in range(0, n, 300)]
+    assert chunked.metrics.keys() == whole.metrics.keys()
+    for name, value in whole.metrics.items():
+        assert chunked.metrics[name] == pytest.approx(value, abs=1e-6), name
+        assert chunked.per_query[name] == pytest.approx(whole.per_query[name], abs=1e-6), name
+
+
 def binary(data: sweep_data.RetrievalSet) -> sweep_data.RetrievalSet:
     """The same judgements with every grade 1, as sentence-transformers reads them."""
     return dataclasses.replace(data, qrels={q: dict.fromkeys(docs, 1) for q, docs in data.qrels.items()})
@@ -118,10 +140,10 @@ def test_retrieval_metrics_equal_sentence_transformers_at_every_size(model, cran
 def test_graded_ndcg_equals_trec_eval_per_query(model, cranfield):
     # trec_eval's ndcg_cut (pytrec_eval), which MTEB reports, on our ranking of each query.
     evaluator = RetrievalEvaluator("cranfield", cranfield, dims=[16])
-    result = evaluator(model)  # sizes 32, then 16: the IR evaluator keeps the last ranking, size 16's
+    result = evaluator(model)  # sizes 32, then 16: the IR evaluator keeps each size's ranking
     assert cranfield.graded
     run = {}
-    for query_id, hits in zip(evaluator.ir.queries_ids, evaluator.ir.last_results, strict=True):
+    for query_id, hits in zip(evaluator.ir.queries_ids, evaluator.ir.results[-1], strict=True):
         ranked = sorted(hits, key=lambda h: (-h["score"], h["corpus_id"]))
         run[query_id] = {hit["corpus_id"]: float(len(ranked) - rank) for rank, hit in enumerate(ranked)}
     reference = pytrec_eval.RelevanceEvaluator(cranfield.qrels, {"ndcg_cut.10"}).evaluate(run)
