@@ -8,8 +8,8 @@ queries over its corpus plus distractors (bench/corpus.py). The model is a rando
 1-layer BERT of width 64 with MiniLM's tokenizer, 32 tokens, so the 1M point fits in minutes on 2
 cores; the whole-corpus tensor grows with the width (MiniLM's 384: 6x this one's), the chunk does
 not grow with the corpus. Metrics must agree to 1e-6.
-Target: the evaluation's peak memory does not grow with the corpus beyond its texts (chunked 1M ÷
-10k well under the old evaluator's).
+Target: once the corpus fills a chunk, the evaluation's peak memory (over the loaded texts) grows at
+most 1.2x to 1M documents; metrics equal.
 
     python bench/eval_memory.py
 """
@@ -127,7 +127,9 @@ def main() -> None:
             ]
         )
         print(rows[-1], flush=True)
-    low, high = results["sizes"][sizes[0]], results["sizes"][sizes[-1]]
+    # Growth from the first size that fills a chunk: below it the chunk is the corpus
+    first = next((size for size in sizes if size >= CHUNK), sizes[0])
+    low, high = results["sizes"][first], results["sizes"][sizes[-1]]
     growth = {
         which: high[which]["eval_peak_over_before_mb"] / max(low[which]["eval_peak_over_before_mb"], 1.0)
         for which in ("chunked", "whole_corpus")
@@ -142,8 +144,9 @@ def main() -> None:
         "peak_ratio_at_largest": high["chunked"]["eval_peak_over_before_mb"]
         / high["whole_corpus"]["eval_peak_over_before_mb"],
         "max_metric_difference": difference,
-        "targets": {"max_metric_difference": "<= 1e-6", "peak_growth_chunked": "well under whole corpus's"},
-        "met": {"metrics_equal": difference <= 1e-6, "bounded": growth["chunked"] < growth["whole_corpus"] / 4},
+        "targets": {"max_metric_difference": "<= 1e-6", "peak_growth_chunked": "<= 1.2 once the corpus fills a chunk"},
+        "growth_from_documents": first,
+        "met": {"metrics_equal": difference <= 1e-6, "bounded": growth["chunked"] <= 1.2},
     }
     header = ["documents", "chunked: eval peak", "whole corpus: eval peak", "chunked time", "whole time", "max |diff|"]
     table(rows, header)
