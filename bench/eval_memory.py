@@ -77,10 +77,7 @@ def child(which: str, documents: str, model_dir: str, out: str) -> None:
     start = time.perf_counter()
     if which == "chunked":
         result = RetrievalEvaluator("s", data, dims=DIMS, batch_size=64, corpus_chunk_size=CHUNK)(model).metrics
-        metrics = {
-            k: result[f"eval/s/{k.split('/')[0]}/{k.split('/')[1]}"]
-            for k in [f"{m}/dim_{d}" for d in DIMS for m in ("ndcg_at_10", "recall_at_100")]
-        }
+        metrics = {f"{m}/dim_{d}": result[f"eval/s/{m}/dim_{d}"] for d in DIMS for m in ("ndcg_at_10", "recall_at_100")}
     else:
         metrics = whole_corpus(model, data, DIMS, 64)
     seconds = time.perf_counter() - start

@@ -31,8 +31,8 @@ from .data import RetrievalSet
 from .inputs import EvalSet, load_eval
 from .metrics import METRICS, RETRIEVAL_METRICS, metric_name
 from .prompts import Prompts, spec_prompts
+from .spec import CORPUS_CHUNK_SIZE
 
-CORPUS_CHUNK_SIZE = 50_000  # documents encoded and scored at once (sentence-transformers' default)
 PER_QUERY_ARTIFACT = "per_query.json"  # a run's final per-item values: metric name -> item id -> value
 
 
@@ -119,7 +119,6 @@ class RetrievalEvaluator:
         corpus_chunk_size: int = CORPUS_CHUNK_SIZE,
     ) -> None:
         self.name, self.dims = name, dims
-        self.prompts = prompts  # None: as the model's encode_query / encode_document default
         self.grades = data.qrels if data.graded else None
         # '' keeps the model's own prompt out too; None leaves it to the model
         query, document = (prompts.query, prompts.document) if prompts else (None, None)

@@ -346,6 +346,9 @@ class TrainingSpec(_Section):
     log_every_steps: Positive = Field(10, description="log train/loss and speed every N steps")
 
 
+CORPUS_CHUNK_SIZE = 50_000  # sentence-transformers' InformationRetrievalEvaluator default
+
+
 class EvaluationSpec(_Section):
     """When and how the eval sets are scored."""
 
@@ -355,7 +358,7 @@ class EvaluationSpec(_Section):
     at_start: Bool = Field(True, description="also score the model before the first step")
     batch_size: Positive = Field(32, description="encoding batch size")
     corpus_chunk_size: Positive = Field(
-        50_000, description="retrieval corpus documents encoded and scored at once: bounds evaluation memory"
+        CORPUS_CHUNK_SIZE, description="retrieval corpus documents encoded and scored at once: bounds evaluation memory"
     )
     dims: Sizes | None = Field(None, description="embedding sizes to score (Matryoshka truncation)")
     distributed: Bool = Field(True, description="share the encoding across the workers of a trial")
