@@ -42,7 +42,15 @@ def resolve_paths(spec: Spec) -> Spec:
         ref = getattr(spec, name)
         if ref and Path(ref).expanduser().exists():
             changes[name] = str(Path(ref).expanduser().resolve())
+    if spec.sweep is not None and spec.sweep.models:
+        choices = [c.replace(model=_absolute(c.model), name=c.label) for c in spec.sweep.model_choices()]
+        changes["sweep"] = spec.sweep.replace(models=tuple(choices))
     return spec.replace(**changes)
+
+
+def _absolute(ref: str) -> str:
+    """A local model folder as an absolute path; any other reference as it is."""
+    return str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().exists() else ref
 
 
 def _local_path(ref: DataRef | EvalRef, spec: Spec) -> Path:
@@ -288,16 +296,18 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     it loaded (None with `load_data=False`)."""
     problems: list[str] = []  # the spec's own values were checked when it was read
     problems += _model_problems(spec)
-    dim = model_dimension(spec.model) if not problems else None
     searched = spec.sweep.shared.get("matryoshka_dims") if spec.sweep else None
     candidates = [("matryoshka_dims", spec.matryoshka_dims), ("evaluation.dims", spec.evaluation.dims)]
     candidates += (
         [("sweep.shared.matryoshka_dims.choices", c) for c in (searched.choices or ()) if c] if searched else []
     )
-    for name, dims in candidates:
-        too_big = [x for x in dims or () if dim is not None and x > dim]
-        if too_big:
-            problems.append(f"{name}: {too_big} exceed the model's embedding size {dim}; use sizes <= {dim}")
+    for label, model_spec in (spec.model_specs() if not problems else {}).items():
+        dim = model_dimension(model_spec.model)
+        whose = f"the model {label!r}'s" if label else "the model's"
+        for name, dims in candidates:
+            too_big = [x for x in dims or () if dim is not None and x > dim]
+            if too_big:
+                problems.append(f"{name}: {too_big} exceed {whose} embedding size {dim}; use sizes <= {dim}")
     if not load_data:
         if problems:
             raise SpecError(source, problems)
@@ -333,6 +343,9 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
 def _prompt_problems(spec: Spec, columns: list[str]) -> list[str]:
     """A training column given its own prompt must be one the training rows have."""
     settings = [("prompts", spec.prompts)]
+    if spec.sweep is not None:
+        choices = enumerate(spec.sweep.model_choices())
+        settings += [(f"sweep.models[{i}].prompts", c.prompts) for i, c in choices if c.prompts is not None]
     searched = spec.sweep.shared.get("prompts") if spec.sweep else None
     settings += (
         [(f"sweep.shared.prompts.choices[{i}]", c) for i, c in enumerate(searched.choices or ())] if searched else []
@@ -350,6 +363,8 @@ def _model_problems(spec: Spec) -> list[str]:
     """Every model a spec names must load: the model, the teacher, a mining model, a GIST guide."""
     refs = [("model", spec.model), ("teacher", spec.teacher)]
     refs += [("negatives.model", spec.negatives.model)] if spec.negatives else []
+    if spec.sweep is not None:
+        refs += [(f"sweep.models[{i}].model", c.model) for i, c in enumerate(spec.sweep.model_choices())]
     losses: list[tuple[str, LossSpec]] = [("loss", spec.loss)]
     if spec.sweep is not None and spec.sweep.losses != "all":
         listed = enumerate(spec.sweep.losses)
@@ -366,8 +381,10 @@ def _model_problems(spec: Spec) -> list[str]:
         if problem:
             found.append(f"{where}: {problem}")
     if spec.adapter is not None and not found:
-        problem = adapters.adapter_problem(load_model(spec.model), spec.adapter, base=resolve_model(spec.model))
-        found += [problem] if problem else []
+        for label, model_spec in spec.model_specs().items():
+            model = model_spec.model
+            problem = adapters.adapter_problem(load_model(model), spec.adapter, base=resolve_model(model))
+            found += [f"{problem} (sweep.models: {label})" if label else problem] if problem else []
     return found
 
 

@@ -49,6 +49,7 @@ class Row:
     """One loss: how it was chosen (selection set), how it did (verdict set), what it cost."""
 
     loss: str
+    model: str = ""  # the label of its base model in a sweep over several (`sweep.models`), else ""
     config: dict[str, Any] = field(default_factory=dict)  # the chosen configuration's sampled values
     selection: float | None = None  # its best completed score on the selection set
     score: Interval | None = None  # on the verdict set (compare: over seeds and queries)
@@ -80,7 +81,8 @@ class Leaderboard:
     select_on: str
     verdict_metric: str | None  # None: no verdict set
     rows: list[Row]
-    baseline: Row | None = None
+    baseline: Row | None = None  # the untrained model (the first base model's, in a sweep over several)
+    baselines: dict[str, Row] = field(default_factory=dict)  # every base model's untrained row, by label
     test: str = ""
     verdict: str = ""
     runs: list = field(default_factory=list, repr=False)
@@ -119,9 +121,10 @@ class Leaderboard:
         budget += ["seeds: why they stopped"] if self.adaptive else []
         columns = ["rank", "loss"] + (verdict if part != "budget" else []) + (budget if part != "verdict" else [])
         records = []
-        rows = list(self.rows) + ([self.baseline] if self.baseline else [])
+        untrained = list(self.baselines.values()) or ([self.baseline] if self.baseline else [])
+        rows = list(self.rows) + untrained
         for rank, row in enumerate(rows, start=1):
-            is_base = row is self.baseline
+            is_base = any(row is base for base in untrained)
             scores = [_f(row.selection)] + ([_f(row.best_trial)] if self.rescored else [])
             if compare:
                 seeds = "" if is_base else f"{len(row.seeds)}/{len(row.seeds) + len(row.missing_seeds)}"

@@ -40,7 +40,7 @@ from .rounds import replay
 from .runs import delete_lost_runs, keep_final_checkpoints
 from .selection import best_run, choose, top_configs
 from .space import Space, build_space, grid_configs
-from .spec import Params, Spec, SpecError
+from .spec import MODEL_SEPARATOR, Params, Spec, SpecError
 from .tasks import mine_negatives, start_scoring
 from .tracking import DataInput, Provenance, Tracker, flatten, worker_tracking_uri
 from .tuning import (
@@ -159,13 +159,16 @@ class Sweep:
         self.state["phases_done"].append(name)
         _save_state(self.root, self.state)
 
-    def start_scoring(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int):
+    def start_scoring(self, name: str, model: str, sets: list[str], tags: dict[str, str], step: int, label: str = ""):
         """Start scoring a model that is not trained here (a Ray task) into a child run of its own; the
-        task runs beside whatever the driver does next. `finish_scoring` waits for it."""
-        if name in self.state["phases_done"] or not sets:
+        task runs beside whatever the driver does next. `finish_scoring` waits for it. `label`: the base
+        model of `sweep.models` whose settings (sequence length, prompts) it is scored with."""
+        phase = f"{name}{MODEL_SEPARATOR}{label}" if label else name  # done once per base model
+        if phase in self.state["phases_done"] or not sets:
             return None
+        tags = tags | ({Tag.MODEL: label} if label else {})
         for run in self.tracker.children(self.parent):  # an interrupted attempt: start it again
-            if run.data.tags.get(Tag.PHASE) == name and run.info.status == "RUNNING":
+            if _scores(run, name, label) and run.info.status == "RUNNING":
                 self.tracker.end_run(run.info.run_id, "KILLED")
         run_tags = self.provenance.tags(self.spec.hash(), self.data_fingerprint) | {
             Tag.PHASE: name,
@@ -180,17 +183,20 @@ class Sweep:
             parent_run_id=self.parent,
         )
         self.tracker.log_inputs(run_id, [data for data in self.inputs if data.name in sets])
-        return name, run_id, step, start_scoring(self.spec, model, sets, self.tracker.uri, run_id, step)
+        spec = self.spec.model_specs().get(label, self.spec)
+        return phase, run_id, step, start_scoring(spec, model, sets, self.tracker.uri, run_id, step)
 
     def finish_scoring(self, pending) -> None:
-        """Wait for a scoring task started by `start_scoring`, then close its run and mark its phase done."""
-        if pending is None:
-            return
-        name, run_id, step, task = pending
-        ray.get(task)
-        self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
-        self.tracker.end_run(run_id, "FINISHED")
-        self.done(name)
+        """Wait for scoring tasks started by `start_scoring` (one, or a list), then close each run and mark
+        its phase done."""
+        for one in pending if isinstance(pending, list) else [pending]:
+            if one is None:
+                continue
+            name, run_id, step, task = one
+            ray.get(task)
+            self.tracker.set_tags(run_id, {Tag.STATE: TrialState.COMPLETED, Tag.LAST_STEP: str(step)})
+            self.tracker.end_run(run_id, "FINISHED")
+            self.done(name)
 
 
 def run_sweep(
@@ -378,6 +384,7 @@ def _search(sweep: Sweep, priors: dict[str, list[Prior]] | None = None) -> None:
             verdict,
             {Tag.LOSS: winner.data.tags[Tag.LOSS], Tag.SCORES_RUN: winner.info.run_id},
             step=sweep.spec.training.steps,
+            label=winner.data.tags.get(Tag.MODEL, ""),
         )
         sweep.finish_scoring(scoring)
     sweep.finish_scoring(baseline)
@@ -428,11 +435,28 @@ def _seed_args(spec: Spec, configs: list[dict], seeds) -> dict[str, Any]:
     }
 
 
-def _start_baseline(sweep: Sweep):
-    """The model before training, scored once on every eval set, beside what the sweep does next. It
-    starts only once every search decision is made: no verdict set is scored before that."""
+def _start_baseline(sweep: Sweep) -> list:
+    """The model before training (each base model of `sweep.models`), scored once on every eval set,
+    beside what the sweep does next. It starts only once every search decision is made: no verdict
+    set is scored before that."""
     sets = [ref.label for ref in sweep.spec.eval]
-    return sweep.start_scoring(Phase.BASELINE, sweep.spec.model, sets, {Tag.LOSS: "baseline (untrained)"}, step=0)
+    return [
+        sweep.start_scoring(
+            Phase.BASELINE,
+            spec.model,
+            sets,
+            {Tag.LOSS: f"baseline (untrained){MODEL_SEPARATOR if label else ''}{label}"},
+            step=0,
+            label=label,
+        )
+        for label, spec in sweep.spec.model_specs().items()
+    ]
+
+
+def _scores(run, phase: str, label: str) -> bool:
+    """Whether a child run is the scoring run of `phase` for the base model `label`."""
+    tags = run.data.tags
+    return tags.get(Tag.PHASE) == phase and tags.get(Tag.MODEL, "") == label
 
 
 def _best_trial(tracker: Tracker, parent: str, metric: str, phase: str):

@@ -67,7 +67,8 @@ class Tag:
     # A trial's run
     TRIAL_ID = "lossweep.trial_id"  # Tune's trial id: finds the run again on --resume
     PHASE = "lossweep.phase"
-    LOSS = "lossweep.loss"
+    LOSS = "lossweep.loss"  # the candidate: the loss's label (`<loss> @ <model>` in a sweep over models)
+    MODEL = "lossweep.model"  # a sweep over several base models: the label of the run's model (baselines too)
     SEED = "lossweep.seed"
     TRIAL_CONFIG = "lossweep.trial_config"  # the sampled configuration, JSON
     STATE = "lossweep.trial_state"

@@ -66,20 +66,22 @@ def replay(
     runs = tracker.children(parent_run_id)
     seed_runs: dict[str, list] = defaultdict(list)
     selection: dict[str, float] = {}
-    baseline = None
+    baselines: dict[str, object] = {}  # by base model label
+    models: dict[str, str] = {}
     for run in runs:
         tags, state = run.data.tags, run.data.tags.get(Tag.STATE)
         if tags.get(Tag.PHASE) == Phase.SEEDS:
             seed_runs[tags.get(Tag.LOSS, "?")].append(run)
+            models[tags.get(Tag.LOSS, "?")] = tags.get(Tag.MODEL, "")
         elif tags.get(Tag.PHASE) == Phase.TUNE and state == TrialState.COMPLETED:
             value = run.data.metrics.get(selection_metric)
             if value is not None:
                 loss = tags.get(Tag.LOSS, "?")
                 selection[loss] = max(value, selection.get(loss, value))
         elif tags.get(Tag.PHASE) == Phase.BASELINE and state == TrialState.COMPLETED:
-            baseline = run
+            baselines.setdefault(tags.get(Tag.MODEL, ""), run)
     selected = max(selection, key=selection.get) if selection else None
-    rows = [Row(loss) for loss in sorted(seed_runs)]
+    rows = [Row(loss, model=models[loss]) for loss in sorted(seed_runs)]
     selected_row = next((row for row in rows if row.loss == selected), None)
     judge = Judge(tracker)
     rounds = Rounds(fewest, most, selected)
@@ -93,7 +95,7 @@ def replay(
             loss: [r for r in group if int(r.data.tags.get(Tag.SEED, 0)) - first_seed < look]
             for loss, group in seed_runs.items()
         }
-        judged, _, _ = judge_set(rows, window, selected_row, baseline, judge, metric, adjust=False)
+        judged, _, _ = judge_set(rows, window, selected_row, baselines, judge, metric, adjust=False)
         families: dict[str, list[Comparison]] = {
             "vs selected": [
                 Comparison(

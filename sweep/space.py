@@ -24,7 +24,7 @@ from lossweep.losses.fit import fit
 from lossweep.losses.params import Param
 
 from .negatives import mined_shape
-from .spec import ADAPTER_SEARCH, NEGATIVES_SUFFIX, LossSpec, ParamRange, PromptSpec, Spec
+from .spec import ADAPTER_SEARCH, MODEL_SEPARATOR, NEGATIVES_SUFFIX, LossSpec, ModelChoice, ParamRange, PromptSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,19 @@ class Candidate:
     dims: tuple[Dim, ...] = ()
     negatives: bool | None = None
     mined: bool = False
+    model: ModelChoice | None = None  # the base model it trains (`sweep.models`); None: the spec's
 
     @property
     def name(self) -> str:
         """The candidate's name in the sweep: the loss, marked when it opted in to mined negatives
-        (so MNRL on pairs and MNRL on mined negatives are two candidates)."""
-        return self.config.name + (NEGATIVES_SUFFIX if self.negatives else "")
+        (so MNRL on pairs and MNRL on mined negatives are two candidates), and its base model's label
+        when the sweep compares models (`MultipleNegativesRankingLoss @ minilm`)."""
+        return self.config.name + (NEGATIVES_SUFFIX if self.negatives else "") + self.model_suffix
+
+    @property
+    def model_suffix(self) -> str:
+        """` @ <model label>` in a sweep over several base models, else nothing."""
+        return "" if self.model is None else f"{MODEL_SEPARATOR}{self.model.label}"
 
 
 SHARED_KINDS = {
@@ -129,6 +136,7 @@ class Space:
         return {
             "losses": {
                 c.name: {"fixed": dict(c.config.params), "searched": {d.name: dim(d) for d in c.dims}}
+                | ({"model": c.model.to_dict()} if c.model is not None else {})
                 for c in self.candidates
             },
             "shared": {d.name: dim(d) for d in self.shared},
@@ -137,6 +145,10 @@ class Space:
 
     def only(self, name: str) -> Space:
         return Space(tuple(c for c in self.candidates if c.name == name), self.shared, self.negatives)
+
+    def candidate(self, name: str) -> Candidate:
+        """The candidate a trial config names (`TrialConfig.loss`)."""
+        return next(c for c in self.candidates if c.name == name)
 
 
 def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Candidate], list[str]]:
@@ -184,6 +196,9 @@ def candidates_for(spec: Spec, train: datasets.Dataset | None) -> tuple[list[Can
             bool(negatives) or (negatives is None and train is not None and _mines(spec, leaf, train.features))
         )
         candidates.append(Candidate(config, tuple(dims), negatives, mined))
+    models = sweep.model_choices()
+    if models:  # every (model, loss) pair: each model with every loss, in the order listed
+        candidates = [dataclasses.replace(c, model=m) for m in models for c in candidates]
     return candidates, notes
 
 
@@ -382,7 +397,9 @@ def grid_configs(space: Space) -> list[dict[str, Any]]:
 def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | None = None) -> Spec:
     """The spec one trial trains: the chosen loss with its sampled parameters and shared settings."""
     config = TrialConfig.of(config)
-    candidate = next(c for c in space.candidates if c.name == config.loss)
+    candidate = space.candidate(config.loss)
+    if candidate.model is not None:
+        spec = spec.with_model(candidate.model)
     params = dict(candidate.config.params) | config.params
     base = candidate.config.base
     base_spec = None if base is None else LossSpec(name=base.name, params=dict(base.params))

@@ -40,6 +40,7 @@ from .relations import relation_problems
 
 SPEC_VERSION = 1
 NEGATIVES_SUFFIX = " + mined negatives"  # the name of a loss that opted in to mined negatives
+MODEL_SEPARATOR = " @ "  # a candidate of a sweep over several models: `<loss> @ <model label>`
 MLFLOW_NAME = re.compile(r"^[/\w.\- :]*$")  # what MLflow accepts in metric and param names
 
 
@@ -278,6 +279,38 @@ class AdapterSpec(_Section):
     )
 
 
+ModelLabel = Annotated[
+    str,
+    _bound(
+        lambda v: bool(MLFLOW_NAME.match(v)) and "/" not in v and bool(v.strip()),
+        "{value!r} cannot name a model in runs and leaderboards: use letters, digits and _ - . : or spaces",
+        pattern=MLFLOW_NAME.pattern,
+    ),
+]
+
+
+class ModelChoice(_Section):
+    """A base model a sweep compares, with the settings that belong to it (null: the spec's own)."""
+
+    model: str = Field(description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
+    name: ModelLabel | None = Field(None, description="its name in runs and leaderboards; default: the folder's name")
+    max_seq_length: Positive | None = Field(None, description="cut inputs at this many tokens (null: the spec's)")
+    prompts: Literal["model", "none"] | PromptSpec | None = Field(
+        None, description="model, none or your own (null: the spec's `prompts`)"
+    )
+
+    @property
+    def label(self) -> str:
+        """How runs and leaderboards name it: `name`, else the last part of the reference."""
+        return self.name or Path(self.model.rstrip("/")).name
+
+
+ModelItem = Annotated[
+    Annotated[str, UnionTag("model-ref")] | Annotated[ModelChoice, UnionTag("model-choice")],
+    Discriminator(lambda v: "model-ref" if isinstance(v, str) else "model-choice"),
+]
+
+
 class NegativesSpec(_Section):
     """Hard negatives mined for (anchor, positive) training pairs with sentence-transformers'
     `util.mine_hard_negatives` (its knobs, by the same names); `model` defaults to the spec's."""
@@ -440,7 +473,7 @@ MINING_SEARCH = (
     "sampling_strategy",
 )
 # The tags of the discriminated unions below, which pydantic puts in error locations.
-UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec"}
+UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec", "model-ref", "model-choice"}
 LossItem = Annotated[
     Annotated[LossName, UnionTag("loss-name")] | Annotated[LossSpec, UnionTag("loss-spec")],
     Discriminator(lambda v: "loss-name" if isinstance(v, str) else "loss-spec"),
@@ -484,6 +517,11 @@ class SweepSpec(_Section):
     mode: Literal["search", "compare"] = Field("search", description="search, or compare (one study per loss)")
     select_on: str | None = Field(None, description="the eval set that drives the search; default: the first")
     losses: Losses = Field("all", description="all losses that fit the data, or a list of names or loss specs")
+    models: tuple[ModelItem, ...] | None = Field(
+        None,
+        description="base models compared: references or {model, name, max_seq_length, prompts}; every "
+        "(model, loss) pair is a candidate (compare: its own study and budget; search: one categorical)",
+    )
     params: dict[str, dict[str, ParamRange]] = Field(default_factory=dict, description="per loss: param -> range")
     shared: dict[str, ParamRange] = Field(default_factory=dict, description=f"ranges of {', '.join(SHARED_SEARCH)}")
     trials: Positive = Field(8, description="trials of the search (compare: per loss)")
@@ -525,7 +563,26 @@ class SweepSpec(_Section):
     )
 
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
-        return each([self._seeds, self._params, self._shared, self._mining, self._rescore], lenient)
+        return each([self._seeds, self._params, self._shared, self._mining, self._rescore, self._models], lenient)
+
+    def model_choices(self) -> tuple[ModelChoice, ...]:
+        """`models` with each plain reference as a choice of its own (empty: the spec's one model)."""
+        return tuple(ModelChoice(model=item) if isinstance(item, str) else item for item in self.models or ())
+
+    def _models(self) -> list[tuple[str, str]]:
+        if not given(self.models):
+            return []
+        if not self.models:
+            return [("models", "lists no model; list at least one, or drop it to train the spec's model")]
+        found = []
+        labels = [choice.label for choice in self.model_choices()]
+        for label in sorted({x for x in labels if labels.count(x) > 1}):
+            found.append(("models", f"two models are named {label!r}; give them distinct `name`s"))
+        if self.warm_start:
+            found.append(("warm_start", "is not yet for sweeps over several models (sweep.models); drop one of them"))
+        if "prompts" in self.shared and any(given(c.prompts) for c in self.model_choices()):
+            found.append(("shared.prompts", "searched while sweep.models sets a model's prompts; keep one of them"))
+        return found
 
     def _rescore(self) -> list[tuple[str, str]]:
         found = []
@@ -717,6 +774,20 @@ class Spec(_Section):
     def holdout(self) -> EvalRef | None:
         """The eval set carved from the training data, if any."""
         return next((ref for ref in self.eval if ref.from_train is not None), None)
+
+    def with_model(self, choice: ModelChoice) -> Spec:
+        """The spec training `choice` (of `sweep.models`): its model, and its sequence length and prompts
+        where it sets them."""
+        return self.replace(
+            model=choice.model,
+            max_seq_length=choice.max_seq_length or self.max_seq_length,
+            prompts=self.prompts if choice.prompts is None else choice.prompts,
+        )
+
+    def model_specs(self) -> dict[str, Spec]:
+        """The spec once per base model the sweep trains, by the model's label ("" for the spec's one model)."""
+        choices = self.sweep.model_choices() if self.sweep is not None else ()
+        return {choice.label: self.with_model(choice) for choice in choices} or {"": self}
 
     def mining_variants(self) -> list[Spec]:
         """The spec once per distinct mining config a sweep may pick (its searched knobs' choices)."""

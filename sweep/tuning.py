@@ -27,7 +27,7 @@ from .driver import run_trainer, worker_resources
 from .metrics import TRAIN_LOSS, TRIAL_STARTUP, TRIAL_TEARDOWN, headline
 from .protocol import Phase, Report, Tag, TrialState
 from .runs import failure_message, raise_if_failed, start_trial_run
-from .space import Space, grid_configs, starting_point, trial_spec
+from .space import Space, TrialConfig, grid_configs, starting_point, trial_spec
 from .spec import EvalRef, Spec, parse_spec
 from .studies import PerStudyScheduler, StudySearch
 from .tracking import DataInput, Provenance, Tracker
@@ -122,6 +122,8 @@ def trainable(config: dict[str, Any], *, context: TrialContext) -> None:
     if run_id is not None:
         raise_if_failed(tracker, run_id)  # Tune retrying a diverged trial: fail again, train nothing
     if run_id is None:
+        candidate = context.space.candidate(TrialConfig.of(trial_config).loss)
+        label = run_spec.loss_label() + candidate.model_suffix
         tags = {
             Tag.TRIAL_ID: trial_id,
             Tag.PHASE: context.phase,
@@ -129,9 +131,12 @@ def trainable(config: dict[str, Any], *, context: TrialContext) -> None:
             Tag.SEED: str(run_spec.training.seed),
             Tag.TRIAL_CONFIG: json.dumps(trial_config, sort_keys=True),
             Tag.SWEEP: spec.name,
+            Tag.LOSS: label,
         }
+        if candidate.model is not None:
+            tags[Tag.MODEL] = candidate.model.label
         run_id = start_trial_run(
-            run_spec.replace(name=f"{run_spec.loss_label()} {trial_id}"),
+            run_spec.replace(name=f"{label} {trial_id}"),
             tracker,
             context.data_fingerprint,
             context.provenance,

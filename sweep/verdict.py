@@ -30,7 +30,7 @@ from .leaderboard import Budget, Judged, Leaderboard, Row, readable, short
 from .protocol import SEED_ROUNDS_ARTIFACT, Phase, Tag, TrialState
 from .selection import choose, rank
 from .space import TrialConfig
-from .spec import Params
+from .spec import MODEL_SEPARATOR, Params
 from .stats import ALPHA, BOOTSTRAP_SAMPLES, Interval, bootstrap_interval, holm, mean_ci, paired_t, paired_table
 from .tracking import Tracker
 
@@ -58,12 +58,14 @@ def build_leaderboard(tracker: Tracker, parent_run_id: str) -> Leaderboard:
     for run in runs:
         by_phase[run.data.tags.get(Tag.PHASE, "")].append(run)
     judge = Judge(tracker)
-    baseline = next((r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED), None)
-    if baseline is not None:
-        board.baseline = Row(BASELINE, selection=baseline.data.metrics.get(metric))
-        board.baseline.score = judge.single(baseline, board.verdict_metric)
+    for label, baseline in _baseline_runs(by_phase).items():
+        row = Row(BASELINE + (f"{MODEL_SEPARATOR}{label}" if label else ""), model=label)
+        row.selection = baseline.data.metrics.get(metric)
+        row.score = judge.single(baseline, board.verdict_metric)
         for judged in board.verdict_metrics + board.guard_metrics:
-            board.baseline.judged[judged] = Judged(score=judge.single(baseline, judged))
+            row.judged[judged] = Judged(score=judge.single(baseline, judged))
+        board.baselines[label] = row
+    board.baseline = next(iter(board.baselines.values()), None)
     planned = json.loads(tags.get(Tag.PLAN, "{}"))
     if board.verdict_metric is not None:
         board.detectable = {
@@ -183,7 +185,7 @@ def _selection_rows(runs: list, metric: str) -> dict[str, Row]:
     losses: dict[str, Row] = {}
     for run in sorted(runs, key=lambda r: rank(r, metric) if metric in r.data.metrics else (math.inf,)):
         loss = run.data.tags.get(Tag.LOSS, "?")
-        row = losses.setdefault(loss, Row(loss))
+        row = losses.setdefault(loss, Row(loss, model=run.data.tags.get(Tag.MODEL, "")))
         _spend(row.tuning, run)
         value = run.data.metrics.get(metric)
         if (
@@ -212,7 +214,7 @@ def _compare(board: Leaderboard, by_phase: dict[str, list], judge: Judge, params
     seed_runs: dict[str, list] = defaultdict(list)
     for run in by_phase[Phase.SEEDS]:
         loss = run.data.tags.get(Tag.LOSS, "?")
-        losses.setdefault(loss, Row(loss))
+        losses.setdefault(loss, Row(loss, model=run.data.tags.get(Tag.MODEL, "")))
         _spend(losses[loss].verdict, run)
         seed_runs[loss].append(run)
         if _state(run) == TrialState.COMPLETED:
@@ -223,19 +225,21 @@ def _compare(board: Leaderboard, by_phase: dict[str, list], judge: Judge, params
     selected = max((r for r in rows if r.selection is not None), key=lambda r: r.selection, default=None)
     if selected is not None:
         selected.selected = True
-    baseline_run = _baseline_run(by_phase) if board.baseline else None
+    baselines = _baseline_runs(by_phase)
     methods = []
     for metric in board.verdict_metrics + board.guard_metrics:
         guard = metric in board.guard_metrics  # one family over every guard set: adjusted below
-        judged, method, per_item = judge_set(rows, seed_runs, selected, baseline_run, judge, metric, not guard)
+        judged, method, per_item = judge_set(rows, seed_runs, selected, baselines, judge, metric, not guard)
         methods.append(method)
         for row in rows:
             row.judged[metric] = judged[row.loss]
         if metric == board.verdict_metric and per_item:
-            _realised(board, per_item, judge.items(baseline_run, metric))
+            models = {row.loss: row.model for row in rows}
+            base_items = {loss: judge.items(baselines.get(models.get(loss, "")), metric) for loss in per_item}
+            _realised(board, per_item, base_items)
     guards = [row.judged[m] for m in board.guard_metrics for row in rows]
     _adjust(guards, "vs_baseline", [g.vs_baseline for g in guards])
-    _budgets(board, rows, seed_runs, selected, baseline_run, judge, params)
+    _budgets(board, rows, seed_runs, selected, baselines, judge, params)
     for row in rows:
         row.best_run_id = best_seed_run.get(row.loss, (0, row.best_run_id))[1]
         primary = row.judged.get(board.verdict_metric or "", Judged())
@@ -265,15 +269,16 @@ def judge_set(
     rows: list[Row],
     seed_runs: dict[str, list],
     selected: Row | None,
-    baseline_run,
+    baselines: dict[str, Any],
     judge: Judge,
     metric: str,
     adjust: bool = True,
     step: int | None = None,
 ) -> tuple[dict[str, Judged], str, dict[str, dict[int, dict[str, float]]]]:
     """Every loss on one verdict or guard set: its score over seeds (and queries), its difference to the
-    selected loss and to the untrained model, each family Holm-adjusted; the test used; and the
-    per-item values by loss and seed. `step`: as the seed runs stood at that step (a budget)."""
+    selected loss and to the untrained model (its own base model's, from `baselines` by model label),
+    each family Holm-adjusted; the test used; and the per-item values by loss and seed. `step`: as the
+    seed runs stood at that step (a budget)."""
     judged = {row.loss: Judged() for row in rows}
     per_item: dict[str, dict[int, dict[str, float]]] = {}
     for loss, runs in seed_runs.items():
@@ -302,14 +307,16 @@ def judge_set(
         if items_everywhere
         else "paired t-test over seeds (paired by seed id)"
     )
-    base_items = judge.items(baseline_run, metric)
-    base_value = baseline_run.data.metrics.get(metric) if baseline_run is not None else None
+    models = {row.loss: row.model for row in rows}
 
     def difference(loss: str, reference: str | None) -> Interval | None:
         entry = judged[loss]
         if not entry.seeds:
             return None
         if reference is None:  # the untrained model: one fixed score per query
+            baseline_run = baselines.get(models.get(loss, ""))
+            base_items = judge.items(baseline_run, metric)
+            base_value = baseline_run.data.metrics.get(metric) if baseline_run is not None else None
             if items_everywhere and base_items and loss in per_item:
                 return bootstrap_interval(paired_table(per_item[loss], base_items)[0])
             return paired_t(entry.seeds, base_value) if base_value is not None else None
@@ -327,7 +334,7 @@ def judge_set(
     return judged, method, per_item
 
 
-def _budgets(board: Leaderboard, rows, seed_runs, selected, baseline_run, judge: Judge, params: dict) -> None:
+def _budgets(board: Leaderboard, rows, seed_runs, selected, baselines, judge: Judge, params: dict) -> None:
     """The first verdict set judged at every budget of `sweep.budgets` (the seed runs as they stood at
     those steps; no decision read them), what each budget cost, and how the ranking moved."""
     metric, total = board.verdict_metric, int(_number(params, Params.STEPS, 0))
@@ -340,7 +347,7 @@ def _budgets(board: Leaderboard, rows, seed_runs, selected, baseline_run, judge:
         if step == total:
             judged = {row.loss: row.judged[metric] for row in rows}
         else:
-            judged = judge_set(rows, seed_runs, selected, baseline_run, judge, metric, step=step)[0]
+            judged = judge_set(rows, seed_runs, selected, baselines, judge, metric, step=step)[0]
         board.budgets[step] = judged
         cost = {}
         for loss, runs in seed_runs.items():
@@ -359,9 +366,12 @@ def _budgets(board: Leaderboard, rows, seed_runs, selected, baseline_run, judge:
             board.kendall.append((a, b, float(tau.statistic)))
 
 
-def _realised(board: Leaderboard, per_item: dict[str, dict[int, dict[str, float]]], base_items) -> None:
+def _realised(
+    board: Leaderboard, per_item: dict[str, dict[int, dict[str, float]]], base_items: dict[str, dict | None]
+) -> None:
     """The minimum detectable difference of the design as it ran (its seeds and queries), from the
-    variance components of this sweep's own tables of the first verdict set."""
+    variance components of this sweep's own tables of the first verdict set (`base_items`: each loss's
+    untrained model's per-item values)."""
     from .power import SimulatedPower, estimate
 
     losses = sorted(per_item)
@@ -370,7 +380,10 @@ def _realised(board: Leaderboard, per_item: dict[str, dict[int, dict[str, float]
             [paired_table(per_item[a], per_item[b])[0] for a, b in combinations(losses, 2)],
             len(losses) - 1,
         ),
-        "vs untrained": ([paired_table(per_item[x], base_items)[0] for x in losses] if base_items else [], len(losses)),
+        "vs untrained": (
+            [paired_table(per_item[x], base_items[x])[0] for x in losses if base_items.get(x)],
+            len(losses),
+        ),
     }
     for family, (tables, comparisons) in families.items():
         tables = [t for t in tables if t.size]
@@ -388,8 +401,13 @@ def _table(by_seed: dict[int, dict[str, float]]) -> np.ndarray:
     return np.array([[by_seed[s][q] for q in queries] for s in seeds])
 
 
-def _baseline_run(by_phase: dict[str, list]):
-    return next(r for r in by_phase[Phase.BASELINE] if _state(r) == TrialState.COMPLETED)
+def _baseline_runs(by_phase: dict[str, list]) -> dict[str, Any]:
+    """The completed untrained-model runs by base model label ("" for a sweep of one model)."""
+    found: dict[str, Any] = {}
+    for run in by_phase[Phase.BASELINE]:
+        if _state(run) == TrialState.COMPLETED:
+            found.setdefault(run.data.tags.get(Tag.MODEL, ""), run)
+    return found
 
 
 def _adjust(rows: list, field: str, intervals: list[Interval | None], holm_adjust: bool = True) -> None:
@@ -442,7 +460,9 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
             f"Judged on {set_name} ({short(judged)}; scored only after selection; {len(selected.seeds)} seeds): "
             f"{selected.score.value:.4f} [{selected.score.low:.4f}, {selected.score.high:.4f}]."
         )
-    if board.baseline is not None and board.baseline.score is not None:
+    if len(board.baselines) > 1:
+        text += _per_model_words(board)
+    elif board.baseline is not None and board.baseline.score is not None:
         beat, worse = _significant(board.rows, "vs_baseline")
         base = f"the untrained model ({board.baseline.score.value:.4f})"
         if not beat:
@@ -488,6 +508,28 @@ def _compare_verdict(board: Leaderboard, selected: Row | None, trials: int, seed
     else:
         text.append(f"Every loss received its full budget ({trials} tuning trials, {seeds} seed runs).")
     return " ".join(text)
+
+
+def _per_model_words(board: Leaderboard) -> list[str]:
+    """A sweep over several base models: for each, its best loss (selection), its untrained score, and
+    which of its losses beat it; each (model, loss) is compared with its own model untrained."""
+    text = []
+    for label, base in board.baselines.items():
+        rows = [row for row in board.rows if row.model == label]
+        chosen = max((r for r in rows if r.selection is not None), key=lambda r: r.selection, default=None)
+        line = (
+            f"{label}: best loss on the selection set {chosen.loss.rsplit(MODEL_SEPARATOR, 1)[0]}"
+            if chosen
+            else f"{label}:"
+        )
+        if chosen is not None and chosen.score is not None:
+            line += f" (verdict {chosen.score.value:.4f})"
+        if base.score is not None:
+            beat, worse = _significant(rows, "vs_baseline")
+            line += f"; untrained {base.score.value:.4f}; beat it: {', '.join(beat) or 'none'}"
+            line += f"; worse than it: {', '.join(worse)}" if worse else ""
+        text.append(line + ".")
+    return text
 
 
 def _budget_words(board: Leaderboard) -> list[str]:
@@ -576,7 +618,7 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: Judge) -> None
     winner.selected = True
     scored = next((r for r in by_phase[Phase.VERDICT] if _state(r) == TrialState.COMPLETED), None)
     if scored is not None:
-        baseline_run = _baseline_run(by_phase) if board.baseline else None
+        baseline_run = _baseline_runs(by_phase).get(winner.model)
         for metric in board.verdict_metrics + board.guard_metrics:
             items, base_items = judge.items(scored, metric), judge.items(baseline_run, metric)
             entry = Judged(score=judge.single(scored, metric))
@@ -600,21 +642,22 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: Judge) -> None
         f"{readable(winner.config) or 'its default parameters'} "
         f"({winner.selection:.4f}, best of {sum(r.tuning.trials for r in rows)} trials)."
     ]
+    untrained = board.baselines.get(winner.model, board.baseline)  # the winner's own base model, untrained
     if winner.score is not None:
         set_name = board.verdict_metric.split("/")[1]
         score = winner.score
         interval = f" [{score.low:.4f}, {score.high:.4f}]" if score.high > score.low else " (no interval)"
         judged = f"Judged on {set_name} ({short(board.verdict_metric)}; never seen by the search)"
         text.append(f"{judged}: {score.value:.4f}{interval}.")
-        if winner.vs_baseline is None and board.baseline and board.baseline.score:
-            base = board.baseline.score.value
+        if winner.vs_baseline is None and untrained and untrained.score:
+            base = untrained.score.value
             text.append(
                 f"The untrained model scores {base:.4f} there ({score.value - base:+.4f}); a metric without "
                 "per-query values gives no interval, so this difference is not tested (mode: compare tests it)."
             )
-        if winner.vs_baseline is not None and board.baseline and board.baseline.score:
+        if winner.vs_baseline is not None and untrained and untrained.score:
             diff = winner.vs_baseline
-            base = board.baseline.score.value
+            base = untrained.score.value
             if diff.shows_difference() and diff.value > 0:
                 text.append(f"It beats the untrained model ({base:.4f}) by {diff}.")
             elif diff.shows_difference():
@@ -625,8 +668,8 @@ def _search(board: Leaderboard, by_phase: dict[str, list], judge: Judge) -> None
         text += _other_sets(board)
     elif board.verdict_metric is None:
         text.append("No verdict set: this score chose the winner, so it is optimistic.")
-        if board.baseline is not None and board.baseline.selection is not None:
-            text.append(f"The untrained model scores {board.baseline.selection:.4f} there.")
+        if untrained is not None and untrained.selection is not None:
+            text.append(f"The untrained model scores {untrained.selection:.4f} there.")
     failed = [r.loss for r in rows if r.tuning.failed]
     if failed:
         text.append(f"Failed trials (counted as failed, not as scores): {', '.join(failed)}.")

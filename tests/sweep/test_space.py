@@ -178,3 +178,34 @@ class _Features:
 
     def __init__(self, features) -> None:
         self.features = features
+
+
+def test_every_model_and_loss_is_a_candidate_and_its_trial_trains_that_model_with_its_settings():
+    spec = spec_with(
+        {
+            "losses": ["CoSENTLoss", "TripletLoss"],
+            "models": ["minilm", {"model": "/models/e5-small", "max_seq_length": 64, "prompts": "none"}],
+        }
+    ).replace(max_seq_length=128, prompts={"query": "q: ", "document": "d: "})
+    space, _ = build_space(spec, None)
+    names = [c.name for c in space.candidates]
+    assert names == [
+        "CoSENTLoss @ minilm",
+        "TripletLoss @ minilm",
+        "CoSENTLoss @ e5-small",
+        "TripletLoss @ e5-small",
+    ]
+    # A search picks (model, loss) as one categorical; the loss's own parameters follow as before
+    params, _ = sampled(
+        space,
+        {"loss": "TripletLoss @ e5-small", "TripletLoss @ e5-small/triplet_margin": 0.3}
+        | {"TripletLoss @ e5-small/distance_metric": "cosine"},
+    )
+    assert params["loss"] == "TripletLoss @ e5-small"
+    small = trial_spec(spec, space, nest(params))
+    assert (small.model, small.max_seq_length, small.prompts) == ("/models/e5-small", 64, "none")
+    assert small.loss.name == "TripletLoss" and small.loss.params["triplet_margin"] == 0.3
+    mini = trial_spec(spec, space, {"loss": "CoSENTLoss @ minilm", "CoSENTLoss @ minilm": {}})
+    assert (mini.model, mini.max_seq_length, mini.prompts.query) == ("minilm", 128, "q: ")  # the spec's own
+    assert set(spec.model_specs()) == {"minilm", "e5-small"}
+    assert space.describe()["losses"]["CoSENTLoss @ e5-small"]["model"]["max_seq_length"] == 64

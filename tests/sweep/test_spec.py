@@ -257,6 +257,26 @@ BAD_SPECS = {
         ),
         "eval[1]: from_train: label 'score' holds",
     ),
+    "two base models of one name": (
+        lambda s: s.update(sweep={"scheduler": "none", "models": [s["model"], {"model": s["model"]}]}),
+        "sweep.models: two models are named 'model'; give them distinct `name`s",
+    ),
+    "a base model that is not there": (
+        lambda s: s.update(sweep={"scheduler": "none", "models": [s["model"], "no-such/model-anywhere"]}),
+        "sweep.models[1].model: 'no-such/model-anywhere'",
+    ),
+    "a base model named with a slash": (
+        lambda s: s.update(sweep={"scheduler": "none", "models": [{"model": s["model"], "name": "tiny/2"}]}),
+        "sweep.models[0].name: 'tiny/2' cannot name a model",
+    ),
+    "warm start over several base models": (
+        lambda s: s.update(sweep={"scheduler": "none", "warm_start": True, "models": [s["model"]]}),
+        "sweep.warm_start: is not yet for sweeps over several models",
+    ),
+    "Matryoshka sizes one base model cannot give": (
+        lambda s: s.update(matryoshka_dims=[64, 32], sweep={"scheduler": "none", "models": ["minilm", s["model"]]}),
+        "matryoshka_dims: [64] exceed the model 'model''s embedding size 32",
+    ),
     "a corpus choice on a BEIR folder": (
         lambda s: s["eval"][0].update(corpus="own"),
         "eval[0]: corpus: 'own' is for retrieval from pairs; a BEIR folder has its corpus",

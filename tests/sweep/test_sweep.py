@@ -211,6 +211,55 @@ def test_compare_runs_the_studies_side_by_side_and_judges_only_after_selection(
 
 
 @pytest.mark.slow
+def test_a_compare_over_base_models_gives_each_model_and_loss_a_study_and_its_own_untrained_row(
+    ray_local, data_dir, tiny_model_path, tiny_prompted_model_path, tmp_path
+):
+    models = [
+        {"model": tiny_model_path, "name": "tiny"},
+        {"model": tiny_prompted_model_path, "name": "prompted", "max_seq_length": 64},  # its own E5 prompts
+    ]
+    sweep = {
+        "mode": "compare",
+        "models": models,
+        "losses": ["MultipleNegativesRankingLoss"],
+        "trials": 1,
+        "seeds": 3,
+        "max_concurrent": 2,
+        "scheduler": "none",
+    }
+    spec = parse_spec(sweep_spec(data_dir, tiny_model_path, tmp_path, sweep, "unit-models"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(spec, tracking_uri=uri)
+
+    # One study per (model, loss), each with the same budget: 1 tuning trial and 3 seed runs
+    tuning = children(uri, outcome.parent_run_id, "tune")
+    seeds = children(uri, outcome.parent_run_id, "seeds")
+    names = ["MultipleNegativesRankingLoss @ prompted", "MultipleNegativesRankingLoss @ tiny"]
+    assert sorted(r.data.tags["lossweep.loss"] for r in tuning) == names
+    assert sorted(r.data.tags["lossweep.loss"] for r in seeds) == sorted(names * 3)
+    # Each run trains its own model, with that model's sequence length and prompts
+    for run in tuning + seeds:
+        label = run.data.tags["lossweep.model"]
+        prompted = label == "prompted"
+        assert run.data.params["model"] == (tiny_prompted_model_path if prompted else tiny_model_path)
+        assert run.data.params["max_seq_length"] == ("64" if prompted else "null")
+        assert run.data.params["applied_prompts.query"] == ("query: " if prompted else "")
+    # The untrained row is per model, scored with the model's own settings; each row is judged against it
+    baselines = {r.data.tags["lossweep.model"]: r for r in children(uri, outcome.parent_run_id, "baseline")}
+    assert set(baselines) == {"tiny", "prompted"}
+    board = outcome.leaderboard
+    assert set(board.baselines) == {"tiny", "prompted"}
+    for row in board.rows:
+        base = baselines[row.model].data.metrics[VERDICT]
+        assert board.baselines[row.model].score.value == pytest.approx(base, abs=1e-6)
+        assert row.vs_baseline.value == pytest.approx(row.score.value - base, abs=1e-6)
+    assert board.best.loss in names
+    assert "tiny: best loss on the selection set MultipleNegativesRankingLoss" in board.verdict
+    assert "prompted: best loss on the selection set MultipleNegativesRankingLoss" in board.verdict
+    assert "untrained model @ prompted" in board.to_markdown()
+
+
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_duplicates(data_dir, tiny_model_path, tmp_path):
     sweep = {
         "mode": "search",

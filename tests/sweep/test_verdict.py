@@ -198,3 +198,51 @@ def test_guard_sets_are_tested_for_regressions_and_budgets_show_whether_the_lead
 def test_the_pareto_front_keeps_what_nothing_beats_on_both_cost_and_score():
     points = {"cheap": (10.0, 0.40), "dear": (100.0, 0.50), "worse and dearer": (120.0, 0.45), "mid": (50.0, 0.42)}
     assert pareto(points) == ["cheap", "mid", "dear"]
+
+
+def test_each_model_and_loss_is_judged_against_its_own_base_model_untrained(tmp_path):
+    # Given a compare over two base models (sweep.models): "small" starts far below "large"
+    sweep = FakeSweep(tmp_path)
+    model = "lossweep.model"
+    for label, shift in (("large", 0.0), ("small", -0.30)):
+        items = np.clip(sweep.difficulty + shift, 0, 1)
+        sweep.run(
+            "baseline",
+            f"baseline (untrained) @ {label}",
+            metrics={JUDGE: float(items.mean()), SELECT: 0.5 + shift},
+            items=items,
+            **{model: label},
+        )
+        for loss, lift in (("Alpha", 0.15), ("Beta", 0.0)):
+            name = f"{loss} @ {label}"
+            for score in (0.5 + shift + lift, 0.45 + shift + lift):
+                config = json.dumps({"loss": name})
+                sweep.run("tune", name, metrics={SELECT: score}, **{"lossweep.trial_config": config, model: label})
+            for seed in (1042, 1043, 1044):
+                noisy = np.clip(items + lift + sweep.rng.normal(0, 0.05, len(QUERIES)), 0, 1)
+                sweep.run(
+                    "seeds",
+                    name,
+                    metrics={JUDGE: float(noisy.mean())},
+                    items=noisy,
+                    **{"lossweep.seed": str(seed), model: label},
+                )
+
+    # When the leaderboard is built
+    board = build_leaderboard(sweep.tracker, sweep.parent)
+
+    # Then every (model, loss) is a row, the best pair is selected, and each has its model's untrained row
+    rows = {row.loss: row for row in board.rows}
+    assert set(rows) == {"Alpha @ large", "Beta @ large", "Alpha @ small", "Beta @ small"}
+    assert board.best.loss == "Alpha @ large"
+    assert set(board.baselines) == {"large", "small"} and rows["Alpha @ small"].model == "small"
+    # Alpha on the small model is below the large model untrained, yet beats its own untrained model
+    assert rows["Alpha @ small"].score.value < board.baselines["large"].score.value
+    assert rows["Alpha @ small"].vs_baseline.shows_difference() and rows["Alpha @ small"].vs_baseline.value > 0.1
+    assert abs(rows["Beta @ small"].vs_baseline.value) < 0.05
+    assert "large: best loss on the selection set Alpha" in board.verdict
+    assert "small: best loss on the selection set Alpha" in board.verdict
+    assert "beat it: Alpha @ small" in board.verdict
+    columns, records = board.table()
+    assert [r[1] for r in records[-2:]] == ["untrained model @ large", "untrained model @ small"]
+    assert all(len(record) == len(columns) for record in records)
