@@ -405,7 +405,6 @@ def plan_command(args: argparse.Namespace) -> int:
     """Before any training: the smallest difference the spec's verdict detects at 80% power, and what
     it would take to detect `--effect`. The untrained model is scored once (cached under output_dir)."""
     from lossweep.sweep.console import log_path, terminal
-    from lossweep.sweep.data import fingerprint
     from lossweep.sweep.inputs import resolve_paths, validate
     from lossweep.sweep.plan import available_items, make_plan
     from lossweep.sweep.space import build_space
@@ -433,7 +432,7 @@ def plan_command(args: argparse.Namespace) -> int:
             spec,
             losses,
             Tracker(uri),
-            fingerprint(loaded.train),
+            loaded.fingerprint(),
             seed_sd=args.seed_sd,
             effect=args.effect,
             available=available_items(spec),

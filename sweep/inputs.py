@@ -100,7 +100,7 @@ def _load_beir(ref: DataRef | EvalRef, spec: Spec, split: str, limit: int | None
 def train_documents(spec: Spec) -> list[str]:
     """The training data's documents (every text column after the first), distractors for a
     retrieval set built from pairs: a corpus of only the test positives is too easy."""
-    rows = load_ref(spec.train, spec)
+    rows = load_ref(spec.train_ref, spec)
     label = next((c for c in rows.column_names if c in LABEL_COLUMNS), None)
     texts = [c for c in rows.column_names if c != label][1:]
     return [text for column in texts for text in rows[column] if isinstance(text, str)]
@@ -120,7 +120,7 @@ def _load_retrieval(ref: EvalRef, spec: Spec) -> data.RetrievalSet:
 
 def train_pairs(spec: Spec) -> datasets.Dataset:
     """The training rows as the data gives them, without the held-out validation rows."""
-    return _without_holdout(load_ref(spec.train, spec), spec)
+    return _without_holdout(load_ref(spec.train_ref, spec), spec)
 
 
 def train_dataset(spec: Spec) -> datasets.Dataset:
@@ -139,6 +139,28 @@ def train_dataset(spec: Spec) -> datasets.Dataset:
         elif LabelKind.TEACHER_EMBEDDINGS in wants:
             dataset = with_teacher_embeddings(dataset, teacher)
     return dataset
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """One training set of a run: its name, the rows its loss trains on, and that loss."""
+
+    label: str
+    rows: datasets.Dataset
+    loss: LossSpec
+
+
+def training_sets(spec: Spec) -> list[TrainingSet]:
+    """The sets a run trains on, each with its loss: the one set with the spec's loss, or each of
+    several with its own loss, or the swept loss where it fits (a set it does not fit is left out)."""
+    if not spec.mixture:
+        return [TrainingSet(spec.train_parts()[0].label, train_dataset(spec), spec.loss)]
+    found = []
+    for part in spec.train_parts():
+        rows = load_ref(part, spec)
+        if part.loss is not None or fit(spec.loss_config(), rows).ok:
+            found.append(TrainingSet(part.label, rows, part.loss or spec.loss))
+    return found
 
 
 # --- Mined hard negatives -----------------------------------------------------------------------------------
@@ -164,7 +186,7 @@ def mining_input(spec: Spec, pairs: datasets.Dataset) -> negatives.MiningInput:
     judged relevant to its query. A BEIR folder gives its whole corpus and its judgements; rows of
     pairs give their documents (the corpus `type: retrieval` builds from them), and sentence-
     transformers never mines a document the rows pair with the same anchor."""
-    ref = spec.train
+    ref = spec.train_ref
     if not _beir_folder(ref, spec) or ref.view not in (None, "pairs", "top-pairs"):
         return negatives.MiningInput(pairs, None, {})
     judged = _load_beir(ref, spec, ref.split)
@@ -215,11 +237,11 @@ def _without_holdout(dataset: datasets.Dataset, spec: Spec) -> datasets.Dataset:
 def _carved_retrieval(ref: EvalRef, spec: Spec, train: datasets.Dataset | None = None) -> data.RetrievalSet:
     """Held-out training queries: a BEIR folder's (searching its corpus) or distinct anchors of pairs."""
     size, seed = ref.from_train.size, ref.from_train.seed
-    if _beir_folder(spec.train, spec):
+    if _beir_folder(spec.train_ref, spec):
         if ref.corpus is not None:
             raise data.DataError(f"corpus: {ref.corpus!r} is for retrieval from pairs; a BEIR folder has its corpus")
-        return holdout.validation_retrieval(_load_beir(spec.train, spec, spec.train.split), size, seed)
-    rows = train if train is not None else load_ref(spec.train, spec)
+        return holdout.validation_retrieval(_load_beir(spec.train_ref, spec, spec.train_ref.split), size, seed)
+    rows = train if train is not None else load_ref(spec.train_ref, spec)
     return holdout.validation_pairs(rows, size, seed, own_corpus=ref.corpus == "own")
 
 
@@ -248,7 +270,7 @@ def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
         retrieval = _carved_retrieval(ref, spec) if ref.from_train is not None else _load_retrieval(ref, spec)
         return EvalSet(ref, retrieval=retrieval)
     if ref.from_train is not None:
-        train = load_ref(spec.train, spec)
+        train = load_ref(spec.train_ref, spec)
         rows = train.select(_carved_rows(ref, train))
     else:
         rows = load_ref(ref, spec)
@@ -289,6 +311,14 @@ class Loaded:
 
     train: datasets.Dataset
     evals: dict[str, EvalSet] = field(default_factory=dict)
+    parts: dict[str, datasets.Dataset] = field(default_factory=dict)  # several training sets: each one's rows
+
+    def fingerprint(self) -> str:
+        """The training data's content hash: its rows, or each named set's of several."""
+        if not self.parts:
+            return data.fingerprint(self.train)
+        each = [[label, data.fingerprint(rows)] for label, rows in self.parts.items()]
+        return hashlib.sha256(json.dumps(each).encode()).hexdigest()[:16]
 
 
 def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded | None:
@@ -314,12 +344,17 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
         return None
     carved = next((i for i, ref in enumerate(spec.eval) if ref.from_train is not None), None)
     train = None
-    try:
-        train = train_pairs(spec)
-    except (data.DataError, ModelError) as error:
-        # A validation set that cannot be carved is its eval entry's fault, reported there below.
-        if carved is None or not str(error).startswith(("from_train", "corpus")):
-            problems.append(f"train: {error}")
+    parts: dict[str, datasets.Dataset] = {}
+    if spec.mixture:
+        parts = _load_parts(spec, problems)
+        train = parts.get(spec.train_ref.label) if len(parts) == len(spec.train) else None
+    else:
+        try:
+            train = train_pairs(spec)
+        except (data.DataError, ModelError) as error:
+            # A validation set that cannot be carved is its eval entry's fault, reported there below.
+            if carved is None or not str(error).startswith(("from_train", "corpus")):
+                problems.append(f"train: {error}")
     evals: dict[str, EvalSet] = {}
     for i, ref in enumerate(spec.eval):
         try:
@@ -327,8 +362,8 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
         except data.DataError as error:
             problems.append(f"eval[{i}]: {error}")
     # The loss must be valid and the teacher load (train_dataset labels the rows with it) to check the rows.
-    if train is not None and not any(p.startswith(("loss", "teacher")) for p in problems):
-        problems += _training_problems(spec, train)
+    if train is not None and not any(p.startswith(("loss", "teacher", "train")) for p in problems):
+        problems += _mixture_problems(spec, parts) if spec.mixture else _training_problems(spec, train)
     if train is not None:
         problems += _prompt_problems(spec, train.column_names)
     if train is not None and spec.sweep is not None:
@@ -337,7 +372,45 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
         problems += space_problems(build_space(spec, train)[0])
     if problems:
         raise SpecError(source, problems)
-    return Loaded(train, evals)
+    return Loaded(train, evals, parts)
+
+
+def _load_parts(spec: Spec, problems: list[str]) -> dict[str, datasets.Dataset]:
+    """Each of several training sets' rows, by name; a set that cannot be read is a problem of its entry."""
+    parts = {}
+    for i, part in enumerate(spec.train_parts()):
+        try:
+            parts[part.label] = load_ref(part, spec)
+        except (data.DataError, ModelError) as error:
+            problems.append(f"train[{i}]: {error}")
+    return parts
+
+
+def _mixture_problems(spec: Spec, parts: dict[str, datasets.Dataset]) -> list[str]:
+    """Each of several sets must fit its own loss and fill a global batch with that loss's sampler; the
+    swept loss must fit at least one set without a loss of its own (it trains on those it fits)."""
+    problems = []
+    swept_fits = []
+    for i, part in enumerate(spec.train_parts()):
+        rows = parts[part.label]
+        if part.loss is None:
+            swept_fits.append(fit(spec.loss_config(), rows).ok)
+            if not swept_fits[-1]:
+                continue
+        loss = part.loss or spec.loss
+        try:
+            check_dataset(spec.loss_config(loss), rows, name=f"train[{i}] ({part.label})")
+        except DataFormatError as error:
+            problems.append(f"train[{i}].loss: {error}")
+            continue
+        problems += [f"train[{i}]: {p}" for p in _sampler_problems(spec, rows, loss)]
+    if swept_fits and not any(swept_fits):
+        own = [p.label for p in spec.train_parts() if p.loss is None]
+        problems.append(
+            f"loss: {spec.loss.name} fits none of the training sets without a loss of their own ({', '.join(own)}); "
+            "give those sets a `loss`, or choose a loss that takes their rows (`lossweep losses --data PATH`)"
+        )
+    return problems
 
 
 def _prompt_problems(spec: Spec, columns: list[str]) -> list[str]:
@@ -416,9 +489,17 @@ def _training_problems(spec: Spec, pairs: datasets.Dataset) -> list[str]:
     return problems
 
 
-def complete_loss(spec: Spec, dataset: datasets.Dataset) -> Spec:
-    """Fill the loss parameters the data determines (SoftmaxLoss's num_labels: the number of classes)."""
-    return spec.replace(loss=with_data_params(spec.loss, dataset))
+def complete_loss(spec: Spec, loaded: Loaded) -> Spec:
+    """Fill the loss parameters the data determines (SoftmaxLoss's num_labels: the number of classes):
+    the spec's loss from its training rows, and each training set's own loss from that set's rows."""
+    spec = spec.replace(loss=with_data_params(spec.loss, loaded.train))
+    if not spec.mixture:
+        return spec
+    parts = tuple(
+        part if part.loss is None else part.replace(loss=with_data_params(part.loss, loaded.parts[part.label]))
+        for part in spec.train_parts()
+    )
+    return spec.replace(train=parts)
 
 
 def with_data_params(loss: LossSpec, dataset: datasets.Dataset) -> LossSpec:
@@ -429,9 +510,10 @@ def with_data_params(loss: LossSpec, dataset: datasets.Dataset) -> LossSpec:
     return loss.replace(params=dict(loss.params) | filled) if filled else loss
 
 
-def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
-    """The batch the loss needs must be buildable from this data (e.g. enough distinct texts)."""
-    sampler = get_entry(spec.loss.leaf).sampler
+def _sampler_problems(spec: Spec, dataset: datasets.Dataset, loss: LossSpec | None = None) -> list[str]:
+    """The batch the loss (the spec's, or `loss`) needs must be buildable from this data (e.g. enough
+    distinct texts)."""
+    sampler = get_entry((loss or spec.loss).leaf).sampler
     size = spec.training.batch_size
     if sampler == Sampler.GROUP_BY_LABEL and size % 2:
         return [f"training.batch_size: {size} is odd; batch-triplet losses take labels in pairs, use an even size"]
@@ -443,10 +525,24 @@ def _sampler_problems(spec: Spec, dataset: datasets.Dataset) -> list[str]:
     return []
 
 
+TRAINING = "training"  # the context of a training set's MLflow dataset input
+
+
 def data_inputs(spec: Spec, loaded: Loaded) -> list[DataInput]:
     """The training data and each eval set as MLflow dataset inputs: a name, our fingerprint as the
     digest, where it comes from (the MLflow UI lists them in its Dataset column and filters)."""
-    inputs = [DataInput(_describe(spec.train), data.fingerprint(loaded.train), _source(spec.train, spec), "training")]
+    if spec.mixture:
+        inputs = [
+            DataInput(
+                f"{part.label}: {_describe(part)}",
+                data.fingerprint(loaded.parts[part.label]),
+                _source(part, spec),
+                TRAINING,
+            )
+            for part in spec.train_parts()
+        ]
+    else:
+        inputs = [DataInput(_describe(spec.train), data.fingerprint(loaded.train), _source(spec.train, spec), TRAINING)]
     for ref in spec.eval:
         source = "the training data (held out)" if ref.from_train else _source(ref, spec)
         inputs.append(DataInput(ref.label, eval_fingerprint(loaded.evals[ref.label]), source, "evaluation"))

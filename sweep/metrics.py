@@ -13,6 +13,7 @@ TRAIN_LOSS = "train/loss"
 TRAIN_LEARNING_RATE = "train/learning_rate"
 TRAIN_SAMPLES_PER_SECOND = "train/samples_per_second"
 TRAIN_EPOCH = "train/epoch"
+TRAIN_SET_PREFIX = "train_set/"  # several training sets: train_set/<set>/loss and train_set/<set>/steps
 TRIAL_STARTUP = "trial/startup_seconds"  # Tune started the trial -> its first step ended
 TRIAL_TEARDOWN = "trial/teardown_seconds"  # its last logged loss -> its run closed
 
@@ -32,6 +33,11 @@ METRICS = {
     "classes": CLASS_METRICS,
 }
 HEADLINE = {"retrieval": "ndcg_at_10", "sts": "spearman_cosine", "triplet": "cosine_accuracy", "classes": "map_at_r"}
+
+
+def train_set_metric(label: str, what: str) -> str:
+    """A metric of one of several training sets: its last loss (`loss`) or the steps it has had (`steps`)."""
+    return f"{TRAIN_SET_PREFIX}{label}/{what}"
 
 
 def metric_name(dataset: str, metric: str, dim: int | None = None) -> str:

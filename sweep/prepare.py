@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .data import fingerprint
 from .inputs import Loaded, complete_loss, data_inputs, resolve_paths, validate
 from .preflight import preflight
 from .spec import Spec
@@ -33,11 +32,11 @@ def prepare(spec: Spec, source: str = "spec", tracking_uri: str | None = None, r
     the data; the tracking URI by its precedence (flag > MLFLOW_TRACKING_URI > spec > default).
     `ray_needed`: False for a run that trains in this process (its capacity is this machine's)."""
     loaded = validate(spec, source)
-    spec = complete_loss(resolve_paths(spec), loaded.train)
+    spec = complete_loss(resolve_paths(spec), loaded)
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     preflight(spec, source, uri, ray_needed)
     provenance = Provenance.here()  # this driver's checkouts, recorded on every run it creates
-    return Prepared(spec, loaded, uri, fingerprint(loaded.train), provenance, data_inputs(spec, loaded))
+    return Prepared(spec, loaded, uri, loaded.fingerprint(), provenance, data_inputs(spec, loaded))
 
 
 def recorded(spec: Spec, tracking_uri: str) -> dict:

@@ -82,7 +82,36 @@ def _eval_sets(spec: Spec) -> list[str]:
     return found
 
 
-RELATIONS = [_version, _steps_or_epochs, _batch_and_workers, _precision_and_gpus, _loss_and_data_steps, _eval_sets]
+def _training_sets(spec: Spec) -> list[str]:
+    """Several training sets: named apart, and without what reads one training set (not yet for several)."""
+    if not spec.mixture:
+        return []
+    if not spec.train:
+        return ["train: lists no training set; give one set, or a list of them"]
+    found = []
+    labels = [part.label for part in spec.train]
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        found.append(f"train: two training sets are named {label!r}; give them distinct `name`s")
+    later = "is not yet for several training sets"
+    for i, ref in enumerate(spec.eval):
+        if ref.from_train is not None:
+            found.append(f"eval[{i}].from_train: carving a validation set {later}; give the set a path or hub id")
+    if given(spec.negatives):
+        found.append(f"negatives: mining {later}; drop it, or train on one set")
+    if given(spec.teacher):
+        found.append(f"teacher: distillation {later}; drop it, or train on one set")
+    return found
+
+
+RELATIONS = [
+    _version,
+    _steps_or_epochs,
+    _batch_and_workers,
+    _precision_and_gpus,
+    _loss_and_data_steps,
+    _eval_sets,
+    _training_sets,
+]
 
 
 def _sweep_budget(spec: Spec) -> list[str]:
@@ -162,6 +191,12 @@ def _searched_batch(spec: Spec) -> list[str]:
     return []
 
 
+def _searched_mixing(spec: Spec) -> list[str]:
+    if "mixing" in spec.sweep.shared and not spec.mixture:
+        return ["sweep.shared.mixing: orders the batches of several training sets, but `train` is one set; drop it"]
+    return []
+
+
 def _searched_adapter(spec: Spec) -> list[str]:
     from .spec import ADAPTER_SEARCH
 
@@ -174,4 +209,12 @@ def _searched_adapter(spec: Spec) -> list[str]:
     ]
 
 
-SWEEP_RELATIONS = [_sweep_budget, _selection, _metric, _sweep_losses, _searched_batch, _searched_adapter]
+SWEEP_RELATIONS = [
+    _sweep_budget,
+    _selection,
+    _metric,
+    _sweep_losses,
+    _searched_batch,
+    _searched_adapter,
+    _searched_mixing,
+]

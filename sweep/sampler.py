@@ -7,6 +7,12 @@ takes its contiguous slice (rank r gets rows r*B .. (r+1)*B-1).
 - random: a fresh permutation per epoch.
 - no_duplicates: no text appears twice in a global batch (a duplicate would be a false negative).
 - group_by_label: every label in a batch appears at least twice (batch-triplet losses need pairs).
+
+Several training sets (`train` as a list) follow sentence-transformers' multi-dataset samplers: every
+global batch comes from one set (so in-batch negatives and gathering stay within it), each set batched
+with its own loss's sampler; `proportional` draws the order of the sets' batches in proportion to how
+many each has (ProportionalBatchSampler), `round_robin` takes one batch of each in turn and ends the
+epoch when the smallest set runs out (RoundRobinBatchSampler).
 """
 
 from __future__ import annotations
@@ -110,6 +116,53 @@ def batches(
 
 def steps_per_epoch(dataset: datasets.Dataset, batch_size: int, kind: str, seed: int) -> int:
     return len(epoch_batches(dataset, batch_size, kind, seed, 0))
+
+
+PROPORTIONAL, ROUND_ROBIN = "proportional", "round_robin"  # how several training sets take turns
+
+
+def mixed_epoch(
+    sets: Sequence[tuple[datasets.Dataset, str]], batch_size: int, mixing: str, seed: int, epoch: int
+) -> list[tuple[int, list[int]]]:
+    """One epoch of several sets, each (rows, sampler kind): (set index, global batch) in training order.
+    One set gives its own epoch's batches in order."""
+    each = [epoch_batches(rows, batch_size, kind, seed, epoch) for rows, kind in sets]
+    if len(each) == 1:
+        return [(0, batch) for batch in each[0]]
+    if mixing == ROUND_ROBIN:
+        turns = min(len(batches) for batches in each)
+        return [(i, each[i][turn]) for turn in range(turns) for i in range(len(each))]
+    order = [i for i, batches in enumerate(each) for _ in batches]
+    random.Random(f"{seed}-{epoch}-mix").shuffle(order)
+    taken = [0] * len(each)
+    out = []
+    for i in order:
+        out.append((i, each[i][taken[i]]))
+        taken[i] += 1
+    return out
+
+
+def mixed_batches(
+    sets: Sequence[tuple[datasets.Dataset, str]], batch_size: int, mixing: str, seed: int, start_step: int = 0
+) -> Iterator[tuple[int, int, list[int]]]:
+    """(step, set index, global batch) for step = start_step, start_step+1, ... across epochs, without end."""
+    if len(sets) == 1:
+        ((rows, kind),) = sets
+        yield from ((step, 0, batch) for step, batch in batches(rows, batch_size, kind, seed, start_step))
+        return
+    step, epoch = 0, 0
+    while True:
+        schedule = mixed_epoch(sets, batch_size, mixing, seed, epoch)
+        if not schedule:
+            raise ValueError(
+                f"the training sets ({', '.join(str(len(rows)) for rows, _ in sets)} rows) cannot fill one global "
+                f"batch of {batch_size} each; lower training.batch_size or add data"
+            )
+        for index, batch in schedule:
+            if step >= start_step:
+                yield step, index, batch
+            step += 1
+        epoch += 1
 
 
 def shard(batch: Sequence[int], rank: int, world_size: int) -> list[int]:

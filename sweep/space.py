@@ -409,7 +409,8 @@ def trial_spec(spec: Spec, space: Space, config: dict[str, Any], seed: int | Non
     shared = dict(config.shared)
     dims = shared.pop("matryoshka_dims", spec.matryoshka_dims)
     training = spec.training
-    changes = {k: shared[k] for k in ("learning_rate", "batch_size", "warmup_ratio", "weight_decay") if k in shared}
+    training_fields = ("learning_rate", "batch_size", "warmup_ratio", "weight_decay", "mixing")
+    changes = {k: shared[k] for k in training_fields if k in shared}
     if seed is not None:
         changes["seed"] = seed
     training = training.replace(**changes)

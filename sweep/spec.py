@@ -253,6 +253,33 @@ class LossSpec(_Section):
         return [tuple(problem.split(": ", 1)) for problem in config_errors(self.config(), path="")]
 
 
+class TrainPart(DataRef):
+    """One of several training sets (`train` as a list): its rows and, optionally, the loss that fits
+    them; without one it trains with the swept loss, where that loss fits its rows."""
+
+    name: (
+        Annotated[
+            str,
+            _bound(
+                lambda v: bool(MLFLOW_NAME.match(v)) and "/" not in v and bool(v.strip()),
+                "{value!r} cannot name MLflow metrics (train/<name>/...): use letters, digits and _ - . : or spaces",
+                pattern=MLFLOW_NAME.pattern,
+            ),
+        ]
+        | None
+    ) = Field(None, description="its name in metrics (train/<name>/loss); default: the folder's or hub id's name")
+    loss: LossSpec | None = Field(None, description="its own loss; default: the swept loss (the spec's `loss`)")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path((self.path or self.hub or "train").rstrip("/")).name
+
+
+TrainData = Annotated[
+    Annotated[DataRef, UnionTag("one-set")] | Annotated[tuple[TrainPart, ...], UnionTag("several-sets")],
+    Discriminator(lambda v: "several-sets" if isinstance(v, (list, tuple)) else "one-set"),
+]
+
 NonNegative = Annotated[Int, _bound(lambda v: v >= 0, "{value} must be >= 0", minimum=0)]
 
 
@@ -376,6 +403,11 @@ class TrainingSpec(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (fp16 needs a GPU)")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd: an update linear in the gradient")
     seed: Int = Field(42, description="seeds the model's random parts, dropout and the batch order")
+    mixing: Literal["proportional", "round_robin"] = Field(
+        "proportional",
+        description="several training sets: the order of their batches (sentence-transformers' "
+        "multi_dataset_batch_sampler): proportional to their sizes, or one of each in turn",
+    )
     log_every_steps: Positive = Field(10, description="log train/loss and speed every N steps")
 
 
@@ -460,7 +492,7 @@ class ParamRange(_Section):
         return []
 
 
-SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay", "prompts")
+SHARED_SEARCH = ("learning_rate", "batch_size", "matryoshka_dims", "warmup_ratio", "weight_decay", "prompts", "mixing")
 ADAPTER_SEARCH = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}  # searched name -> adapter field
 SHARED_SEARCH += tuple(ADAPTER_SEARCH)
 MINING_SEARCH = (
@@ -473,7 +505,16 @@ MINING_SEARCH = (
     "sampling_strategy",
 )
 # The tags of the discriminated unions below, which pydantic puts in error locations.
-UNION_TAGS = {"all-losses", "loss-list", "loss-name", "loss-spec", "model-ref", "model-choice"}
+UNION_TAGS = {
+    "all-losses",
+    "loss-list",
+    "loss-name",
+    "loss-spec",
+    "model-ref",
+    "model-choice",
+    "one-set",
+    "several-sets",
+}
 LossItem = Annotated[
     Annotated[LossName, UnionTag("loss-name")] | Annotated[LossSpec, UnionTag("loss-spec")],
     Discriminator(lambda v: "loss-name" if isinstance(v, str) else "loss-spec"),
@@ -712,7 +753,9 @@ class Spec(_Section):
     """An experiment: one trial (`lossweep train`) or, with a `sweep` section, a search or a compare."""
 
     name: str = Field(description="the experiment's name: the sweep's MLflow parent run, its output folder")
-    train: DataRef = Field(description="the training data")
+    train: TrainData = Field(
+        description="the training data, or several sets (a list), each with its own loss or the swept one"
+    )
     loss: LossSpec = Field(description="the loss (a sweep's default; the sweep picks among sweep.losses)")
     version: Int = Field(SPEC_VERSION, description="the spec format's version")
     description: str | None = Field(None, description="free text, kept with the runs")
@@ -744,12 +787,31 @@ class Spec(_Section):
     def problems(self, lenient: bool = False) -> list[tuple[str, str]]:
         return [tuple(problem.split(": ", 1)) for problem in relation_problems(self)]
 
-    def loss_config(self) -> LossConfig:
-        """The loss to build: the spec's loss, wrapped in MatryoshkaLoss when `matryoshka_dims` is set."""
-        config = self.loss.config()
+    def loss_config(self, loss: LossSpec | None = None) -> LossConfig:
+        """The loss to build (`loss`, by default the spec's), wrapped in MatryoshkaLoss when
+        `matryoshka_dims` is set."""
+        config = (loss or self.loss).config()
         if self.matryoshka_dims:
             return with_matryoshka(config, list(self.matryoshka_dims))
         return config
+
+    @property
+    def mixture(self) -> bool:
+        """Whether the spec trains on several training sets (`train` is a list)."""
+        return isinstance(self.train, tuple)
+
+    def train_parts(self) -> tuple[TrainPart, ...]:
+        """The training sets: the list, or the one set as a part without a loss of its own."""
+        if isinstance(self.train, tuple):
+            return self.train
+        return (TrainPart.model_validate(self.train.model_dump()),)
+
+    @property
+    def train_ref(self) -> DataRef:
+        """The training set the swept loss is chosen for: the one set, or the first of several without
+        a loss of its own (else the first)."""
+        parts = self.train_parts()
+        return self.train if not self.mixture else next((p for p in parts if p.loss is None), parts[0])
 
     def loss_label(self) -> str:
         """The loss as leaderboards and MLflow name it; a loss that opted in to mined negatives says so."""
@@ -918,4 +980,5 @@ class Params:
     TRAIN_PATH = field_path("train", "path")
     TRAIN_HUB = field_path("train", "hub")
     TRAIN_SPLIT = field_path("train", "split")
+    MIXING = field_path("training", "mixing")
     LOSS_NAME = field_path("loss", "name")

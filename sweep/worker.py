@@ -42,13 +42,20 @@ from lossweep.losses import build_loss, get_entry, replays_forward
 from . import checkpoint, storage
 from .adapters import add_adapter
 from .evaluate import Evaluator, build_evaluators, evaluate, per_query_artifact
-from .inputs import train_dataset
-from .metrics import TRAIN_EPOCH, TRAIN_LEARNING_RATE, TRAIN_LOSS, TRAIN_SAMPLES_PER_SECOND, TRAIN_STEP
+from .inputs import training_sets
+from .metrics import (
+    TRAIN_EPOCH,
+    TRAIN_LEARNING_RATE,
+    TRAIN_LOSS,
+    TRAIN_SAMPLES_PER_SECOND,
+    TRAIN_STEP,
+    train_set_metric,
+)
 from .models import load_model, resolve_model
 from .prompts import Prompts, spec_prompts
 from .protocol import Report, Tag, TrialState
 from .runs import failure_tags
-from .sampler import batches, shard, steps_per_epoch
+from .sampler import mixed_batches, mixed_epoch, shard
 from .spec import Spec, parse_spec
 from .step import (
     Optimisation,
@@ -126,6 +133,20 @@ class LocalRun:
 
 
 @dataclass
+class TrainedSet:
+    """One training set as a worker trains it: its rows, batched with its loss's sampler, and that loss
+    with the parameters it reaches (the model's and its own)."""
+
+    label: str
+    rows: datasets.Dataset
+    sampler: str
+    loss: torch.nn.Module
+    parameters: list[torch.nn.Parameter]
+    replays_forward: bool = False  # a GradCache loss: the model runs again in the backward
+    steps: int = 0  # optimisation steps on this set so far (this attempt)
+
+
+@dataclass
 class WorkerState:
     """What one worker holds while it trains."""
 
@@ -136,34 +157,33 @@ class WorkerState:
     world: int
     device: torch.device
     tracker: Tracker | None  # rank 0 only
-    dataset: datasets.Dataset
-    sampler: str
+    sets: list[TrainedSet]  # one, or several (`train` as a list): every global batch from one of them
     steps: int
     steps_per_epoch: int
     model: Any
-    loss: torch.nn.Module
+    loss: torch.nn.Module  # every set's loss (one module, or a ModuleList): what checkpoints hold
     parameters: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: Any
     evaluators: list[Evaluator]
     autocast: contextlib.AbstractContextManager | None = None
     scaler: torch.amp.GradScaler | None = None
-    replays_forward: bool = False  # a GradCache loss: the model runs again in the backward
     prompts: Prompts | None = None  # prepended to each training column (and by the evaluators)
     start: int = 0
     step: int = 0  # the step being trained (for the out-of-memory message)
 
-    @property
-    def optimisation(self) -> Optimisation:
+    def optimisation(self, trained: TrainedSet) -> Optimisation:
+        """A step on one set: its loss, and gradients averaged and clipped over the parameters it reaches
+        (another set's own parameters keep no gradient, so the optimiser leaves them as they are)."""
         return Optimisation(
-            self.loss,
+            trained.loss,
             self.optimizer,
-            self.parameters,
+            trained.parameters,
             self.scheduler,
             self.spec.training.max_grad_norm,
             self.autocast,
             self.scaler,
-            self.replays_forward,
+            trained.replays_forward,
         )
 
     log: dict[str, float] = field(default_factory=dict)  # the running window of train/samples_per_second
@@ -201,9 +221,10 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
     spec = parse_spec(config["spec"])
     rank, world, device = session.rank, session.world, session.device
     _seed(spec.training.seed)
-    dataset = train_dataset(spec)
-    sampler = get_entry(spec.loss.leaf).sampler
-    per_epoch = max(1, steps_per_epoch(dataset, spec.training.batch_size, sampler, spec.training.seed))
+    found = training_sets(spec)
+    schedule = [(found_set.rows, get_entry(found_set.loss.leaf).sampler) for found_set in found]
+    batch, mixing = spec.training.batch_size, spec.training.mixing
+    per_epoch = max(1, len(mixed_epoch(schedule, batch, mixing, spec.training.seed, 0)))
     steps = spec.training.steps or max(1, int(per_epoch * spec.training.epochs))
 
     model = load_model(spec.model, device=str(device))
@@ -214,7 +235,13 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
     prompts = spec_prompts(spec)
     prompts.declare(model)
     load = partial(load_model, device=str(device))
-    loss = build_loss(spec.loss_config(), model, distributed=world > 1, load_model=load).to(device)
+    sets = []
+    for found_set, (_, sampler) in zip(found, schedule, strict=True):
+        loss_config = spec.loss_config(found_set.loss)
+        loss = build_loss(loss_config, model, distributed=world > 1, load_model=load).to(device)
+        reached = trainable_parameters(loss)
+        sets.append(TrainedSet(found_set.label, found_set.rows, sampler, loss, reached, replays_forward(loss_config)))
+    loss = sets[0].loss if len(sets) == 1 else torch.nn.ModuleList([trained.loss for trained in sets])
     parameters = trainable_parameters(loss)
     optimizer = _optimizer(parameters, spec)
     warmup = int(spec.training.warmup_ratio * steps)
@@ -231,8 +258,7 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
         world=world,
         device=device,
         tracker=Tracker(config["tracking_uri"]) if rank == 0 else None,
-        dataset=dataset,
-        sampler=sampler,
+        sets=sets,
         steps=steps,
         steps_per_epoch=per_epoch,
         model=model,
@@ -244,7 +270,6 @@ def setup(config: dict[str, Any], session: Session) -> WorkerState:
         prompts=prompts,
         autocast=autocast,
         scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
-        replays_forward=replays_forward(spec.loss_config()),
     )
 
 
@@ -295,6 +320,9 @@ def resume(worker: WorkerState) -> bool:
     return False
 
 
+TRAINING_SETS = "training_sets.json"  # several training sets: each one's rows, loss and sampler, on the run
+
+
 def record_attempt(worker: WorkerState) -> None:
     """Every start of the worker group is an attempt; a restart is recorded on the same run.
 
@@ -307,6 +335,12 @@ def record_attempt(worker: WorkerState) -> None:
         return
     tags = worker.tracker.client.get_run(worker.run_id).data.tags
     attempts = int(tags.get(Tag.ATTEMPTS, "0")) + 1
+    if attempts == 1 and len(worker.sets) > 1:  # what each set is; its steps and loss are train_set/* metrics
+        described = {
+            trained.label: {"rows": len(trained.rows), "loss": type(trained.loss).__name__, "sampler": trained.sampler}
+            for trained in worker.sets
+        }
+        worker.tracker.log_dict(worker.run_id, described | {"mixing": worker.spec.training.mixing}, TRAINING_SETS)
     update = {Tag.ATTEMPTS: str(attempts), Tag.TOTAL_STEPS: str(worker.steps)}
     if attempts > 1:
         update |= {Tag.RESTARTS: str(attempts - 1), Tag.RESUMED_FROM_STEP: str(worker.start)}
@@ -360,29 +394,35 @@ def _optimise(worker: WorkerState) -> float:
     worker.model.train()
     window = (time.perf_counter(), 0)
     last_loss = float("nan")
-    for step, global_batch in batches(
-        worker.dataset, spec.training.batch_size, worker.sampler, spec.training.seed, worker.start
+    last_by_set: dict[str, float] = {}
+    schedule = [(trained.rows, trained.sampler) for trained in worker.sets]
+    for step, index, global_batch in mixed_batches(
+        schedule, spec.training.batch_size, spec.training.mixing, spec.training.seed, worker.start
     ):
         if step >= worker.steps:
             break
         worker.step = done = step + 1
-        rows = worker.dataset[shard(global_batch, worker.rank, worker.world)]
+        trained = worker.sets[index]
+        rows = trained.rows[shard(global_batch, worker.rank, worker.world)]
         features, labels = collate(worker.model, rows, worker.device, worker.prompts)
-        last_loss = train_step(worker.optimisation, features, labels, step=done)
+        last_loss = last_by_set[trained.label] = train_step(worker.optimisation(trained), features, labels, step=done)
+        trained.steps += 1
         window = (window[0], window[1] + 1)
         if worker.tracker and (done % log_every == 0 or done == worker.steps or done == worker.start + 1):
             seconds = time.perf_counter() - window[0]
-            worker.tracker.log_metrics(
-                worker.run_id,
-                {
-                    TRAIN_STEP: done,
-                    TRAIN_LOSS: last_loss,
-                    TRAIN_LEARNING_RATE: worker.scheduler.get_last_lr()[0],
-                    TRAIN_SAMPLES_PER_SECOND: window[1] * spec.training.batch_size / seconds,
-                    TRAIN_EPOCH: done / worker.steps_per_epoch,
-                },
-                done,
-            )
+            metrics = {
+                TRAIN_STEP: done,
+                TRAIN_LOSS: last_loss,
+                TRAIN_LEARNING_RATE: worker.scheduler.get_last_lr()[0],
+                TRAIN_SAMPLES_PER_SECOND: window[1] * spec.training.batch_size / seconds,
+                TRAIN_EPOCH: done / worker.steps_per_epoch,
+            }
+            if len(worker.sets) > 1:  # each set's last loss and its steps so far (this attempt)
+                for each in worker.sets:
+                    metrics[train_set_metric(each.label, "steps")] = each.steps
+                    if each.label in last_by_set:
+                        metrics[train_set_metric(each.label, "loss")] = last_by_set[each.label]
+            worker.tracker.log_metrics(worker.run_id, metrics, done)
         if done % log_every == 0:
             window = (time.perf_counter(), 0)
         kept = done in (spec.evaluation.at_steps or ())

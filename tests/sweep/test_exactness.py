@@ -9,6 +9,8 @@ gradients that are exactly zero).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
@@ -76,3 +78,62 @@ def test_two_workers_train_like_one_worker_with_the_whole_batch(
         initial = load_file(f"{tiny_model_path}/hf/model.safetensors")
         moved = max((one[f"model.0.model.{name}"] - value).abs().max().item() for name, value in initial.items())
     assert moved > 1e-3
+
+
+@pytest.mark.slow
+def test_a_mix_of_two_sets_each_with_its_own_loss_trains_on_two_workers_like_one(
+    ray_local, data_dir, tiny_model_path, tmp_path
+):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    weights, runs = {}, {}
+    for workers in (1, 2):
+        spec = parse_spec(
+            {
+                "name": f"mix-{workers}",
+                "data_dir": str(data_dir),
+                "model": tiny_model_path,
+                "train": [  # Cranfield's (query, abstract) pairs with MNRL, STS Benchmark's scored pairs with CoSENT
+                    {"path": "cranfield", "split": "train", "loss": {"name": "MultipleNegativesRankingLoss"}},
+                    {
+                        "path": "stsbenchmark",
+                        "split": "dev",
+                        "limit": 200,
+                        "loss": {"name": "CoSENTLoss"},
+                        "name": "sts",
+                    },
+                ],
+                "loss": {"name": "MultipleNegativesRankingLoss"},
+                "training": {
+                    "batch_size": 16,
+                    "steps": 4,
+                    "mixing": "round_robin",
+                    "learning_rate": 0.5,
+                    "optimizer": "sgd",
+                    "scheduler": "constant",
+                    "warmup_ratio": 0.0,
+                    "max_grad_norm": None,
+                    "log_every_steps": 2,
+                },
+                "evaluation": {"at_start": False},
+                "resources": {"workers": workers},
+                "output_dir": str(tmp_path / "runs"),
+            }
+        )
+        result = train(spec, tracking_uri=uri)
+        weights[workers] = load_file(f"{result.checkpoint_path}/weights.safetensors")
+        runs[workers] = MlflowClient(uri).get_run(result.run_id)
+    one, two = weights[1], weights[2]
+    worst = max((one[name] - two[name]).abs().max().item() for name in one)
+    assert worst <= 1e-5, f"largest weight difference {worst:.2e}"
+    initial = load_file(f"{tiny_model_path}/hf/model.safetensors")
+    assert max((one[f"model.0.model.{name}"] - value).abs().max().item() for name, value in initial.items()) > 1e-3
+    # Each set is an MLflow dataset input; its steps and last loss are metrics; what it is, an artifact
+    client = MlflowClient(uri)
+    run = runs[2]
+    training = [d.dataset.name for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
+    assert training == ["cranfield: cranfield (split train)", "sts: stsbenchmark (split dev)"]
+    assert run.data.metrics["train_set/cranfield/steps"] == 2 and run.data.metrics["train_set/sts/steps"] == 2
+    assert {"train_set/cranfield/loss", "train_set/sts/loss"} <= set(run.data.metrics)
+    described = json.loads(open(client.download_artifacts(run.info.run_id, "training_sets.json")).read())
+    assert described["sts"]["rows"] == 200 and described["mixing"] == "round_robin"
+    assert described["cranfield"]["sampler"] == "no_duplicates"

@@ -79,6 +79,16 @@ CASES = {
         "sweep.shared.batch_size.choices: [9] not divisible by resources.workers=2",
         ("train", {"path": 7}),
     ),
+    "_training_sets": (
+        lambda s: s.update(train=[{"path": "x"}, {"path": "y", "name": "x"}]),
+        "train: two training sets are named 'x'",
+        ("training", {"steps": "x"}),
+    ),
+    "_searched_mixing": (
+        lambda s: s.update(sweep=SWEEP | {"shared": {"mixing": {"choices": ["round_robin"]}}}),
+        "sweep.shared.mixing: orders the batches of several training sets",
+        ("resources", {"workers": 0}),
+    ),
     "_searched_adapter": (
         lambda s: s.update(sweep=SWEEP | {"shared": {"lora_r": {"choices": [4, 16]}}}),
         "sweep.shared.lora_r: searches a LoRA adapter, but the spec trains every weight",

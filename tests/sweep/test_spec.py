@@ -277,6 +277,34 @@ BAD_SPECS = {
         lambda s: s.update(matryoshka_dims=[64, 32], sweep={"scheduler": "none", "models": ["minilm", s["model"]]}),
         "matryoshka_dims: [64] exceed the model 'model''s embedding size 32",
     ),
+    "two training sets of one name": (
+        lambda s: s.update(train=[s["train"], {"path": "cranfield", "split": "train", "loss": {"name": "CoSENTLoss"}}]),
+        "train: two training sets are named 'cranfield'",
+    ),
+    "a training set of several that its loss cannot take": (
+        lambda s: s.update(train=[s["train"], {"path": "snli", "split": "dev", "loss": {"name": "CoSENTLoss"}}]),
+        "train[1].loss: CoSENTLoss cannot train on train[1] (snli)",
+    ),
+    "a swept loss that fits none of several sets": (
+        lambda s: s.update(
+            train=[
+                {"path": "stsbenchmark", "split": "dev"},
+                {"path": "cranfield", "split": "train", "loss": {"name": "MultipleNegativesRankingLoss"}},
+            ]
+        ),
+        "loss: MultipleNegativesRankingLoss fits none of the training sets without a loss of their own (stsbenchmark)",
+    ),
+    "a validation set carved from several sets": (
+        lambda s: (
+            s.update(train=[s["train"], {"path": "stsbenchmark", "split": "dev", "loss": {"name": "CoSENTLoss"}}]),
+            s["eval"].append({"type": "retrieval", "from_train": {"size": 10}, "name": "val"}),
+        ),
+        "eval[1].from_train: carving a validation set is not yet for several training sets",
+    ),
+    "mixing searched over one training set": (
+        lambda s: s.update(sweep={"scheduler": "none", "shared": {"mixing": {"choices": ["round_robin"]}}}),
+        "sweep.shared.mixing: orders the batches of several training sets, but `train` is one set",
+    ),
     "a corpus choice on a BEIR folder": (
         lambda s: s["eval"][0].update(corpus="own"),
         "eval[0]: corpus: 'own' is for retrieval from pairs; a BEIR folder has its corpus",

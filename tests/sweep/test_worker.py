@@ -14,7 +14,7 @@ from lossweep.sweep.worker import record_attempt
 def test_a_restart_moves_an_earlier_attempt_s_failure_aside(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = tracker.start_run("attempts", "trial", {}, {})
-    worker = SimpleNamespace(tracker=tracker, run_id=run_id, steps=100, start=0)
+    worker = SimpleNamespace(tracker=tracker, run_id=run_id, steps=100, start=0, sets=[])
     record_attempt(worker)
     tags = tracker.client.get_run(run_id).data.tags
     assert tags[Tag.ATTEMPTS] == "1" and Tag.RESTARTS not in tags
