@@ -99,19 +99,7 @@ def batches(
     dataset: datasets.Dataset, batch_size: int, kind: str, seed: int, start_step: int = 0
 ) -> Iterator[tuple[int, list[int]]]:
     """(step, global batch) for step = start_step, start_step+1, ... across epochs, without end."""
-    step, epoch = 0, 0
-    while True:
-        epoch_list = epoch_batches(dataset, batch_size, kind, seed, epoch)
-        if not epoch_list:
-            raise ValueError(
-                f"the training set ({len(dataset)} rows) cannot fill one global batch of {batch_size} "
-                f"with the {kind} sampler; lower training.batch_size or add data"
-            )
-        for batch in epoch_list:
-            if step >= start_step:
-                yield step, batch
-            step += 1
-        epoch += 1
+    return ((step, batch) for step, _, batch in mixed_batches([(dataset, kind)], batch_size, "", seed, start_step))
 
 
 def steps_per_epoch(dataset: datasets.Dataset, batch_size: int, kind: str, seed: int) -> int:
@@ -146,18 +134,18 @@ def mixed_batches(
     sets: Sequence[tuple[datasets.Dataset, str]], batch_size: int, mixing: str, seed: int, start_step: int = 0
 ) -> Iterator[tuple[int, int, list[int]]]:
     """(step, set index, global batch) for step = start_step, start_step+1, ... across epochs, without end."""
-    if len(sets) == 1:
-        ((rows, kind),) = sets
-        yield from ((step, 0, batch) for step, batch in batches(rows, batch_size, kind, seed, start_step))
-        return
     step, epoch = 0, 0
     while True:
         schedule = mixed_epoch(sets, batch_size, mixing, seed, epoch)
         if not schedule:
-            raise ValueError(
-                f"the training sets ({', '.join(str(len(rows)) for rows, _ in sets)} rows) cannot fill one global "
-                f"batch of {batch_size} each; lower training.batch_size or add data"
-            )
+            if len(sets) == 1:
+                ((rows, kind),) = sets
+                what = f"the training set ({len(rows)} rows) cannot fill one global batch of {batch_size}"
+                what += f" with the {kind} sampler"
+            else:
+                sizes = ", ".join(str(len(rows)) for rows, _ in sets)
+                what = f"the training sets ({sizes} rows) cannot fill one global batch of {batch_size} each"
+            raise ValueError(f"{what}; lower training.batch_size or add data")
         for index, batch in schedule:
             if step >= start_step:
                 yield step, index, batch
