@@ -319,7 +319,7 @@ ModelLabel = Annotated[
 class ModelChoice(_Section):
     """A base model a sweep compares, with the settings that belong to it (null: the spec's own)."""
 
-    model: str = Field(description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
+    model: str = Field(description="minilm (the packaged all-MiniLM-L6-v2), minilm-l<k>, a model folder or a hub id")
     name: ModelLabel | None = Field(None, description="its name in runs and leaderboards; default: the folder's name")
     max_seq_length: Positive | None = Field(None, description="cut inputs at this many tokens (null: the spec's)")
     prompts: Literal["model", "none"] | PromptSpec | None = Field(
@@ -762,7 +762,10 @@ class Spec(_Section):
     data_dir: str | None = Field(
         None, description="where relative data paths start; default $LOSSWEEP_DATA_DIR, else ../shared/data"
     )
-    model: str = Field("minilm", description="minilm (the packaged all-MiniLM-L6-v2), a model folder or a hub id")
+    model: str = Field(
+        "minilm",
+        description="minilm (the packaged all-MiniLM-L6-v2), minilm-l<k> (its first k layers), a folder or a hub id",
+    )
     max_seq_length: Positive | None = Field(None, description="cut inputs at this many tokens (default: the model's)")
     teacher: str | None = Field(None, description="a model whose scores or embeddings distillation losses learn")
     prompts: Literal["model", "none"] | PromptSpec = Field(
