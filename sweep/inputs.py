@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import torch
 
 from lossweep.losses import DataFormatError, LabelKind, Sampler, check_dataset, get_entry, inspect_dataset
 from lossweep.losses.fit import fit
 from lossweep.losses.formats import LABEL_COLUMNS
 
-from . import adapters, data, holdout, negatives, storage
+from . import adapters, data, holdout, negatives, storage, subcorpus
 from .models import ModelError, load_model, model_dimension, model_fingerprint, model_problem, resolve_model
+from .prompts import MODEL as MODEL_PROMPTS
+from .prompts import resolve as resolve_prompts
 from .sampler import steps_per_epoch
 from .spec import DataRef, EvalRef, LossSpec, Spec, SpecError
 from .teacher import with_teacher_embeddings, with_teacher_scores
@@ -45,6 +48,15 @@ def resolve_paths(spec: Spec) -> Spec:
     if spec.sweep is not None and spec.sweep.models:
         choices = [c.replace(model=_absolute(c.model), name=c.label) for c in spec.sweep.model_choices()]
         changes["sweep"] = spec.sweep.replace(models=tuple(choices))
+    if any(ref.sample is not None for ref in spec.eval):  # every trial's sample is ranked by one model
+        changes["eval"] = tuple(
+            ref.replace(
+                sample=ref.sample.replace(model=_absolute(ref.sample.model or changes.get("model", spec.model)))
+            )
+            if ref.sample is not None
+            else ref
+            for ref in spec.eval
+        )
     return spec.replace(**changes)
 
 
@@ -264,10 +276,13 @@ LAYOUTS = {  # eval type -> (text columns, label column needed, how it reads)
 }
 
 
-def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
-    """An eval set, loaded and checked: retrieval from a BEIR folder or from pairs, or rows."""
+def load_eval(ref: EvalRef, spec: Spec, sample: bool = True) -> EvalSet:
+    """An eval set, loaded and checked: retrieval from a BEIR folder or from pairs (cut to its `sample`
+    unless `sample` is False), or rows."""
     if ref.type == "retrieval":
         retrieval = _carved_retrieval(ref, spec) if ref.from_train is not None else _load_retrieval(ref, spec)
+        if sample and ref.sample is not None:
+            retrieval = subcorpus.sampled(retrieval, corpus_sample(ref, spec, retrieval)["documents"])
         return EvalSet(ref, retrieval=retrieval)
     if ref.from_train is not None:
         train = load_ref(spec.train_ref, spec)
@@ -276,6 +291,35 @@ def load_eval(ref: EvalRef, spec: Spec) -> EvalSet:
         rows = load_ref(ref, spec)
     _check_rows(ref, rows)
     return EvalSet(ref, rows=rows)
+
+
+def corpus_sample(ref: EvalRef, spec: Spec, full: data.RetrievalSet) -> dict:
+    """The cached sample of a retrieval set's corpus (computed now if no run has yet): its documents and
+    summary. Ranked by `sample.model` with its own prompts, whatever model a trial trains."""
+    request = subcorpus.SampleRequest(ref.sample.size, ref.sample.distractors, ref.sample.seed)
+    ranking_model = ref.sample.model or spec.model
+    own_prompts = resolve_prompts(MODEL_PROMPTS, ranking_model)
+    key = subcorpus.cache_key(
+        eval_fingerprint(EvalSet(ref, retrieval=full)),
+        model_fingerprint(ranking_model),
+        own_prompts.params(),
+        None,
+        request,
+    )
+    location = storage.join(spec.output_dir, "corpus_samples", f"{key}.json")
+    found = subcorpus.read(location)
+    if found is not None:
+        return found
+    settings = spec.evaluation
+    return subcorpus.make(
+        full,
+        request,
+        location,
+        lambda: load_model(ranking_model, device="cuda" if torch.cuda.is_available() else "cpu"),
+        settings.corpus_chunk_size,
+        settings.batch_size,
+        own_prompts,
+    )
 
 
 def _check_rows(ref: EvalRef, rows: datasets.Dataset) -> None:
@@ -358,7 +402,7 @@ def validate(spec: Spec, source: str = "spec", load_data: bool = True) -> Loaded
     evals: dict[str, EvalSet] = {}
     for i, ref in enumerate(spec.eval):
         try:
-            evals[ref.label] = load_eval(ref, spec)
+            evals[ref.label] = load_eval(ref, spec, sample=False)  # a sample is made once the checks pass
         except data.DataError as error:
             problems.append(f"eval[{i}]: {error}")
     # The loss must be valid and the teacher load (train_dataset labels the rows with it) to check the rows.

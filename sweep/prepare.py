@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .inputs import Loaded, complete_loss, data_inputs, resolve_paths, validate
+from .inputs import Loaded, complete_loss, corpus_sample, data_inputs, resolve_paths, validate
 from .preflight import preflight
 from .spec import Spec
 from .tracking import DataInput, Provenance, redact, resolve_tracking_uri
@@ -35,6 +35,9 @@ def prepare(spec: Spec, source: str = "spec", tracking_uri: str | None = None, r
     spec = complete_loss(resolve_paths(spec), loaded)
     uri = resolve_tracking_uri(spec.mlflow.tracking_uri, tracking_uri)
     preflight(spec, source, uri, ray_needed)
+    for ref in spec.eval:  # a sampled corpus is made once, here, before any trial reads it
+        if ref.sample is not None:
+            corpus_sample(ref, spec, loaded.evals[ref.label].retrieval)
     provenance = Provenance.here()  # this driver's checkouts, recorded on every run it creates
     return Prepared(spec, loaded, uri, loaded.fingerprint(), provenance, data_inputs(spec, loaded))
 

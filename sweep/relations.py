@@ -191,6 +191,17 @@ def _searched_batch(spec: Spec) -> list[str]:
     return []
 
 
+def _sampled_verdict(spec: Spec) -> list[str]:
+    """A sample of the corpus may drive the search's decisions, never the verdict."""
+    selection = spec.selection_set().label if spec.eval else None
+    return [
+        f"eval[{i}].sample: {ref.label!r} judges the winner, on its whole corpus; sample only the selection set "
+        f"({selection!r})"
+        for i, ref in enumerate(spec.eval)
+        if given(ref.sample) and ref.label != selection
+    ]
+
+
 def _searched_mixing(spec: Spec) -> list[str]:
     if "mixing" in spec.sweep.shared and not spec.mixture:
         return ["sweep.shared.mixing: orders the batches of several training sets, but `train` is one set; drop it"]
@@ -217,4 +228,5 @@ SWEEP_RELATIONS = [
     _searched_batch,
     _searched_adapter,
     _searched_mixing,
+    _sampled_verdict,
 ]

@@ -184,6 +184,19 @@ class DataRef(_Source):
 EVAL_TYPES = ("retrieval", "sts", "triplet", "classes")
 
 
+class CorpusSample(_Section):
+    """A retrieval set's corpus cut to `size` documents for the search's decisions: every document judged
+    for its queries, then distractors (hard: the untrained model's top-ranked unjudged documents per
+    query for half the slots left, random ones for the rest; random: random only), seeded, cached."""
+
+    size: Positive = Field(description="documents kept (every judged one, then distractors)")
+    distractors: Literal["hard", "random"] = Field("hard", description="hard (and random) or random distractors")
+    seed: Int = Field(0, description="seeds the random distractors")
+    model: str | None = Field(
+        None, description="the untrained model that ranks the hard distractors (its own prompts); default: the spec's"
+    )
+
+
 class EvalRef(_Source):
     """An evaluation set: retrieval (a BEIR folder, or rows of (query, document) pairs), sts (scored
     pairs), triplet (anchor, positive, negative) or classes (class-labelled texts, each text querying
@@ -196,6 +209,9 @@ class EvalRef(_Source):
         "verdict",
         description="verdict: judges the losses; guard: what the model already did well (another task or "
         "domain), scored for the untrained model and every final run, tested for regressions, never deciding",
+    )
+    sample: CorpusSample | None = Field(
+        None, description="retrieval: search on a sample of the corpus (the selection set only in a sweep)"
     )
     corpus: Literal["with_train", "own"] | None = Field(
         None,
@@ -227,6 +243,8 @@ class EvalRef(_Source):
             found.append(("name", f"the folder name {self.label!r} cannot name MLflow metrics; set a name"))
         if self.corpus is not None and self.type != "retrieval":
             found.append(("corpus", f"only retrieval evaluation searches a corpus; drop it for a {self.type} set"))
+        if self.sample is not None and self.type != "retrieval":
+            found.append(("sample", f"only retrieval evaluation searches a corpus; drop it for a {self.type} set"))
         return found
 
 

@@ -89,6 +89,11 @@ CASES = {
         "sweep.shared.mixing: orders the batches of several training sets",
         ("resources", {"workers": 0}),
     ),
+    "_sampled_verdict": (
+        lambda s: (s["eval"][1].update(sample={"size": 100}), s.update(sweep=SWEEP)),
+        "eval[1].sample: 'test' judges the winner, on its whole corpus",
+        ("training", {"steps": -1}),
+    ),
     "_searched_adapter": (
         lambda s: s.update(sweep=SWEEP | {"shared": {"lora_r": {"choices": [4, 16]}}}),
         "sweep.shared.lora_r: searches a LoRA adapter, but the spec trains every weight",
