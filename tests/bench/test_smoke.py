@@ -25,6 +25,7 @@ RATIOS = {
     "data_passes": "speedup_vs_rescan",
     "lora_vs_full": "checkpoint_ratio",
     "eval_memory": "peak_ratio_at_largest",
+    "sampled_eval": "spearman_rho_min",
 }
 
 
