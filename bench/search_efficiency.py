@@ -15,7 +15,10 @@ reads its curve from the table instead of training. Each search runs with severa
 Spend = the steps of every trial started up to and including the first one to report a score within
 1 point of the grid's best (its pruned trials counted at the step ASHA stopped them). The grid's
 spend is all its trials to the end: only then does it know which is best. The searches:
-`tpe+asha` (lossweep's: a trial ASHA stopped is told to Optuna as pruned), `tpe+asha, pruned as
+`tpe+asha` (lossweep's: its first trial the spec's loss at its registry defaults, a trial ASHA stopped
+told to Optuna as pruned), `no default start` (the first trial drawn too), `warm start` (told, before
+its first trial and outside its spend, the 16 completed trials of an earlier random search of another
+seed on the same problem, as `sweep.warm_start` tells earlier sweeps' trials), `tpe+asha, pruned as
 final` (the stopped trial's truncated score told as if it were final: what Ray's OptunaSearch does),
 `tpe+asha, first-rung scores` (every trial told with its score at the first rung, a step all reach),
 `random` without pruning, and four diagnostics: `4 startup trials` (Optuna's default is 10 random
@@ -228,17 +231,46 @@ def variant(told: str, tpe: dict[str, Any] | None):
 
 LOSSWEEP_TPE = {"multivariate": True, "group": True, "constant_liar": True}  # studies.make_sampler's
 # name: (sampler, ASHA, how scores reach Optuna (see `variant`), TPE settings other than lossweep's,
-# numeric ranges)
-METHODS: dict[str, tuple[str, bool, str, dict[str, Any] | None, bool]] = {
-    "tpe+asha": ("tpe", True, "pruned", None, False),
-    "tpe+asha, pruned as final": ("tpe", True, "final", None, False),
-    "tpe+asha, first-rung scores": ("tpe", True, "first rung", None, False),
-    "tpe+asha, 4 startup trials": ("tpe", True, "pruned", LOSSWEEP_TPE | {"n_startup_trials": 4}, False),
-    "tpe+asha, independent": ("tpe", True, "pruned", {"constant_liar": True}, False),
-    "tpe+asha, numeric ranges": ("tpe", True, "pruned", None, True),
-    "tpe, no pruning": ("tpe", False, "pruned", None, False),
-    "random": ("random", False, "pruned", None, False),
+# numeric ranges, first trial at the registry defaults). lossweep's own searcher starts each study at the
+# spec's loss with its registry defaults (`studies.StudySearch(starts=...)`); `random`, the baseline,
+# and the diagnostics start with a draw, as every search did before that.
+METHODS: dict[str, tuple[str, bool, str, dict[str, Any] | None, bool, bool]] = {
+    "tpe+asha": ("tpe", True, "pruned", None, False, True),
+    "tpe+asha, no default start": ("tpe", True, "pruned", None, False, False),
+    "tpe+asha, warm start": ("tpe", True, "pruned", None, False, True),
+    "tpe+asha, warm start, no default start": ("tpe", True, "pruned", None, False, False),
+    "tpe+asha, pruned as final": ("tpe", True, "final", None, False, False),
+    "tpe+asha, first-rung scores": ("tpe", True, "first rung", None, False, False),
+    "tpe+asha, 4 startup trials": ("tpe", True, "pruned", LOSSWEEP_TPE | {"n_startup_trials": 4}, False, False),
+    "tpe+asha, independent": ("tpe", True, "pruned", {"constant_liar": True}, False, False),
+    "tpe+asha, numeric ranges": ("tpe", True, "pruned", None, True, False),
+    "tpe, no pruning": ("tpe", False, "pruned", None, False, False),
+    "random": ("random", False, "pruned", None, False, False),
 }
+WARM_TRIALS = 16  # the earlier sweep a warm start is told: this many random trials of another seed, to the end
+
+
+def earlier_sweep(space, curves: dict[str, list[float]], sweep: dict[str, Any], seed: int) -> list:
+    """What `sweep.warm_start` tells a study: the completed trials of an earlier sweep on the same data
+    (here WARM_TRIALS random draws of seed 1000 + seed, with their final scores), as warmstart.Prior."""
+    import optuna
+
+    from lossweep.sweep.space import DefineByRun
+    from lossweep.sweep.studies import nest
+    from lossweep.sweep.warmstart import Prior, point_of
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1000 + seed))
+    priors = []
+    for i in range(WARM_TRIALS):
+        trial = study.ask()
+        constants = DefineByRun(space)(trial) or {}
+        config = nest(trial.params | constants)
+        value = curves[key(snapped(config, sweep))][-1]
+        study.tell(trial, value)
+        point = point_of(space, config)
+        if point is not None:
+            priors.append(Prior(config, value, f"earlier-{i}", point))
+    return priors
 
 
 def as_ranges(sweep: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +305,7 @@ def replay(
     from lossweep.sweep.space import build_space as space_of
     from lossweep.sweep.tuning import SEARCH_STUDY, search_args
 
-    sampler, asha, told, tpe, numeric = METHODS[method]
+    sampler, asha, told, tpe, numeric, start = METHODS[method]
     scheduler = "asha" if asha else "none"
     grid_sweep = spec_dict["sweep"]
     sweep = (as_ranges(grid_sweep) if numeric else grid_sweep) | {
@@ -289,8 +321,9 @@ def replay(
         for i, value in enumerate(curves[key(snapped(config["trial"], grid_sweep))]):
             tune.report({"step": (i + 1) * rung, METRIC: value})
 
-    args, _ = search_args(spec, {SEARCH_STUDY: space}, METRIC)
-    if told != "pruned" or tpe is not None:
+    priors = {SEARCH_STUDY: earlier_sweep(space, curves, grid_sweep, seed)} if "warm start" in method else None
+    args, _ = search_args(spec, {SEARCH_STUDY: space}, METRIC, priors)
+    if told != "pruned" or tpe is not None or not start:  # lossweep's searcher, without its default start
         searcher = args["tune_config"]["search_alg"]
         args["tune_config"]["search_alg"] = variant(told, tpe)(
             {SEARCH_STUDY: space},
@@ -300,6 +333,7 @@ def replay(
             sampler=sampler,
             seed=seed,
             rung=rung,
+            priors=priors,
         )
     tuner = tune.Tuner(
         trainable,
@@ -329,7 +363,13 @@ def spend_to_reach(trials: list[tuple[int, float]], target: float) -> int | None
 
 
 def run_problem(
-    name: str, problem: dict, model: str, seeds: int, smoke: bool, earlier: dict[str, list[float]]
+    name: str,
+    problem: dict,
+    model: str,
+    seeds: int,
+    smoke: bool,
+    earlier: dict[str, list[float]],
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train the problem's grid (its table of learning curves; `earlier`: curves already trained, by
     point), then replay each search `seeds` times."""
@@ -356,7 +396,7 @@ def run_problem(
     grid_spend = steps * len(grid)
 
     # The smoke run replays every method once on the hard problem, and two on the small one (time)
-    methods = ["tpe+asha", "random"] if smoke and name == "small" else list(METHODS)
+    methods = ["tpe+asha", "random"] if smoke and name == "small" else (only or list(METHODS))
     spends: dict[str, list[float]] = {m: [] for m in methods}
     reached = dict.fromkeys(methods, 0)
     for method in methods:
@@ -430,6 +470,7 @@ def main() -> None:
         "train only the points it lacks; the table is deterministic, so only the time is saved",
     )
     p.add_argument("--problem", choices=["small", "hard", "both"], default="both")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="replay only these searches (random always)")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-search-"))
     model = tiny_model(root / "tiny", hidden=64, layers=2)
@@ -440,8 +481,9 @@ def main() -> None:
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    only = None if not args.methods else list(dict.fromkeys([*args.methods, "tpe+asha", "random"]))
     results = {
-        name: run_problem(name, problem, model, seeds, args.smoke, earlier_curves(args.curves, name, problem))
+        name: run_problem(name, problem, model, seeds, args.smoke, earlier_curves(args.curves, name, problem), only)
         for name, problem in chosen.items()
     }
     ray.shutdown()
