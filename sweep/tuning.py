@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -36,8 +37,13 @@ from .worker import train_in_trial
 
 # A trial only drives its Ray Train run, whose workers hold the CPUs/GPUs of the spec (so a trial
 # costs `workers x resources per worker`). Tune refuses an empty request, and any CPU share would
-# leave the workers one short on a full node; one byte of Ray's `memory` resource schedules anywhere.
-TRIAL_DRIVER_RESOURCES = {"memory": 1}
+# leave the workers one short on a full node: one byte of Ray's `memory` resource. The driver goes on
+# the head node, with the sweep's: Ray Train attaches its controller to the node that runs the trial,
+# so a trial placed on a worker node died with that node, its run marked failed while the sweep went
+# on (the two-node test's intermittent FAILED run); on the head, a lost worker node only costs workers,
+# which the controller replaces from the last checkpoint. Ray names the head's resource in a private
+# module (`ray._common.constants`; Ray Serve pins its controller the same way).
+TRIAL_DRIVER_RESOURCES = {"memory": 1, HEAD_NODE_RESOURCE_NAME: 0.001}
 
 
 def runs_in_trial(spec: Spec) -> bool:

@@ -13,7 +13,7 @@ from lossweep.sweep.space import build_space, grid_configs
 from lossweep.sweep.spec import parse_spec
 from lossweep.sweep.studies import PerStudyScheduler, StudySearch
 from lossweep.sweep.tracking import Tracker
-from lossweep.sweep.tuning import CloseChildRuns, phase_spec, search_args, verdict_metric
+from lossweep.sweep.tuning import CloseChildRuns, phase_spec, search_args, trial_resources, verdict_metric
 
 SPEC = {
     "name": "t",
@@ -98,3 +98,12 @@ def test_a_finished_trial_s_run_is_closed_once_as_completed_or_pruned(tmp_path):
     closer.on_trial_complete(0, [], fake_trial("b", 30))
     assert tracker.client.get_run(runs["b"]).data.tags[Tag.LAST_STEP] == "20"
     closer.on_trial_complete(0, [], fake_trial("unknown", 40))  # no run of its own yet: nothing to close
+
+
+def test_a_worker_group_trial_is_driven_from_the_head_node_and_a_one_worker_trial_from_anywhere():
+    # Ray Train attaches a run's controller to the node of the process that starts it: a trial driven
+    # from a worker node would die with that node instead of restarting its workers.
+    group = parse_spec(SPEC | {"resources": {"workers": 2}})
+    assert trial_resources(group) == {"memory": 1, "node:__internal_head__": 0.001}
+    alone = parse_spec(SPEC | {"resources": {"workers": 1, "cpus_per_worker": 2}})
+    assert trial_resources(alone) == {"CPU": 2.0}
