@@ -189,13 +189,23 @@ def validate_command(args: argparse.Namespace) -> int:
         return refused
     from lossweep.sweep.prompts import spec_prompts
 
-    rows = f", {len(loaded.train)} training rows" if loaded else ""
+    if loaded and loaded.parts:
+        rows = ", " + ", ".join(f"{len(part)} {label} rows" for label, part in loaded.parts.items())
+    else:
+        rows = f", {len(loaded.train)} training rows" if loaded else ""
     adapter = spec.adapter
     trains = "trains every weight"
     if adapter is not None:
         layers = ", ".join(adapter.target_modules or ()) or "PEFT's default layers"
         trains = f"trains a LoRA adapter (r={adapter.r}, alpha={adapter.alpha:g}) on {layers}"
-    print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {trains}; {spec_prompts(spec).describe()}")
+    models = spec.model_specs()
+    if "" in models:
+        said = spec_prompts(spec).describe()
+    else:  # a sweep over base models: each with its prompts
+        said = "base models: " + "; ".join(
+            f"{label} ({spec_prompts(each).describe()})" for label, each in models.items()
+        )
+    print(f"{args.spec}: valid ({spec.loss_label()}{rows}); {trains}; {said}")
     return OK
 
 

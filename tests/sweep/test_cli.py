@@ -76,3 +76,29 @@ def test_validate_prints_one_line_and_no_loading_noise(data_dir, tmp_path, tiny_
     done = subprocess.run(["lossweep", "validate", str(tmp_path / "lora.yaml")], capture_output=True, text=True)
     assert "; trains a LoRA adapter (r=4, alpha=16) on query; " in done.stdout, done.stderr
     assert done.stderr == ""  # no "Generating train split", no progress bars
+
+
+def test_validate_names_each_training_set_and_each_base_model_s_prompts(
+    data_dir, tmp_path, tiny_model_path, tiny_prompted_model_path, capsys
+):
+    spec = {
+        "name": "mixed",
+        "data_dir": str(data_dir),
+        "model": tiny_model_path,
+        "train": [
+            {"path": "cranfield", "split": "train"},
+            {"path": "stsbenchmark", "split": "dev", "limit": 100, "name": "sts", "loss": {"name": "CoSENTLoss"}},
+        ],
+        "eval": [{"type": "retrieval", "path": "cranfield", "split": "test", "name": "cranfield"}],
+        "loss": {"name": "MultipleNegativesRankingLoss"},
+        "training": {"batch_size": 8, "steps": 2},
+        "sweep": {
+            "scheduler": "none",
+            "models": [{"model": tiny_model_path, "name": "plain"}, {"model": tiny_prompted_model_path, "name": "e5"}],
+        },
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(tmp_path / "spec.yaml")]) == 0
+    said = capsys.readouterr().out
+    assert "(MultipleNegativesRankingLoss, 1003 cranfield rows, 100 sts rows)" in said
+    assert "base models: plain (prompts: none (the model declares none)); e5 (prompts: the model's own" in said
