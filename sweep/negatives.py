@@ -242,9 +242,10 @@ def read(directory: str | Path) -> datasets.Dataset:
 # --- Mining ----------------------------------------------------------------------------------------------
 
 
-def mine(inputs: MiningInput, k: Knobs, model, directory: str | Path) -> dict[str, Any]:
-    """Mine with sentence-transformers, drop judged-relevant documents, write the cache (a local
-    folder or a URI; summary.json last, so a half-written cache is never read); the summary."""
+def mine(inputs: MiningInput, k: Knobs, model, directory: str | Path, use_faiss: bool = False) -> dict[str, Any]:
+    """Mine with sentence-transformers (its faiss search with `use_faiss`), drop judged-relevant documents,
+    write the cache (a local folder or a URI; summary.json last, so a half-written cache is never read);
+    the summary."""
     from sentence_transformers.util import mine_hard_negatives
 
     started = time.perf_counter()
@@ -274,6 +275,7 @@ def mine(inputs: MiningInput, k: Knobs, model, directory: str | Path) -> dict[st
         output_format="n-tuple",
         output_scores=True,
         batch_size=k.batch_size,
+        use_faiss=use_faiss,
         query_prompt=k.query_prompt,  # '' keeps a model's own prompt out, as `prompts: none` asks
         corpus_prompt=k.document_prompt,
         verbose=False,

@@ -4,18 +4,22 @@ checkpoint) and mining hard negatives."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import ray
 
 from . import negatives, storage
 from .cluster import ensure_ray
+from .encoding import FAISS_FROM, Precomputed, encode_on_cluster
 from .evaluate import PER_QUERY_ARTIFACT, build_evaluators, evaluate
 from .inputs import mining_input, negatives_dir, train_pairs
 from .metrics import metric_name
 from .models import load_model
 from .spec import Spec, parse_spec
 from .tracking import Tracker, worker_tracking_uri
+
+ENCODE_ON_CLUSTER_FROM = 20_000  # mining texts from which an encoder pool repays its actors' start (BENCHMARKS.md)
 
 
 def _on_one_worker(spec: Spec, function):
@@ -77,22 +81,66 @@ def start_scoring(spec: Spec, model: str, sets: list[str], tracking_uri: str, ru
     return task.remote(spec.to_dict(), model, sets, worker_tracking_uri(tracking_uri), run_id, step)
 
 
-def _mine(spec_data: dict, directory: str) -> dict:
+def _mine(spec_data: dict, directory: str, encoded: dict | None = None) -> dict:
     spec = parse_spec(spec_data)
     knobs = negatives.knobs(spec)
     model = load_model(knobs.model, device=_device())
     if spec.max_seq_length:
         model.max_seq_length = spec.max_seq_length
-    return negatives.mine(mining_input(spec, train_pairs(spec)), knobs, model, directory)
+    if encoded is not None:  # encoded across the cluster: sentence-transformers mines from those vectors
+        model = Precomputed(
+            model, {side: dict(zip(texts, vectors, strict=True)) for side, (texts, vectors) in encoded.items()}
+        )
+    inputs = mining_input(spec, train_pairs(spec))
+    return negatives.mine(inputs, knobs, model, directory, use_faiss=_faiss(inputs))
+
+
+def encoders(spec: Spec) -> int:
+    """The encoder actors a sweep may use at once: its concurrent trials' workers (all its GPUs on GPU)."""
+    concurrent = spec.sweep.max_concurrent if spec.sweep is not None else 1
+    return spec.resources.workers * concurrent
+
+
+def _faiss(inputs: negatives.MiningInput) -> bool:
+    """Search with faiss above FAISS_FROM documents, where it is installed (the faiss extra)."""
+    documents = len(inputs.corpus or ()) + len(inputs.pairs)
+    return documents >= FAISS_FROM and importlib.util.find_spec("faiss") is not None
+
+
+def _encoded_on_cluster(spec: Spec, inputs: negatives.MiningInput) -> dict | None:
+    """The texts mining encodes (unique anchors; corpus and positives), encoded by a Ray Data actor pool
+    when the corpus is large enough to repay the actors' start and the sweep may run several; else None."""
+    actors = encoders(spec)
+    anchor, positive = inputs.pairs.column_names
+    queries = list(dict.fromkeys(inputs.pairs[anchor]))
+    documents = list(dict.fromkeys(list(inputs.corpus or []) + list(inputs.pairs[positive])))
+    if actors < 2 or len(documents) < ENCODE_ON_CLUSTER_FROM:
+        return None
+    knobs, r = negatives.knobs(spec), spec.resources
+    settings = {"max_seq_length": spec.max_seq_length, "actors": actors, "batch_size": knobs.batch_size}
+    settings |= {"cpus_per_actor": r.cpus_per_worker, "gpus_per_actor": r.gpus_per_worker}
+    return {
+        "query": (
+            queries,
+            encode_on_cluster(knobs.model, queries, side="query", prompt=knobs.query_prompt, **settings),
+        ),
+        "document": (
+            documents,
+            encode_on_cluster(knobs.model, documents, side="document", prompt=knobs.document_prompt, **settings),
+        ),
+    }
 
 
 def mine_negatives(spec: Spec) -> tuple[str, dict[str, Any], bool]:
     """The cache folder of the negatives the spec asks for, their summary, and whether they were mined
-    now (False: an earlier run mined them with the same data, model and knobs)."""
-    directory = negatives_dir(spec, mining_input(spec, train_pairs(spec)))
+    now (False: an earlier run mined them with the same data, model and knobs). A large corpus is encoded
+    across the cluster first (`encoding.py`); the search runs as one task with one worker's resources."""
+    inputs = mining_input(spec, train_pairs(spec))
+    directory = negatives_dir(spec, inputs)
     summary = negatives.read_summary(directory)
     if summary is not None:
         return directory, summary, False
     ensure_ray()
-    summary = ray.get(_on_one_worker(spec, _mine).remote(spec.to_dict(), str(directory)))
+    encoded = _encoded_on_cluster(spec, inputs)
+    summary = ray.get(_on_one_worker(spec, _mine).remote(spec.to_dict(), str(directory), encoded))
     return directory, summary, True
