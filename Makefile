@@ -41,7 +41,7 @@ test: lint
 	LOSSWEEP_DATA_DIR=$(DATA) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Each benchmark prints its table and writes bench/results/<name>.json (see BENCHMARKS.md).
-BENCHMARKS = ray_overhead trial_overhead gather_exact eval_dims memory search_efficiency data_passes adaptive_seeds train_vs_st lora_vs_full eval_memory sampled_eval
+BENCHMARKS = ray_overhead trial_overhead gather_exact eval_dims memory search_efficiency data_passes adaptive_seeds train_vs_st lora_vs_full eval_memory sampled_eval encode_cluster
 bench: install
 	cd bench && for b in $(BENCHMARKS); do LOSSWEEP_DATA_DIR=$(abspath $(DATA)) ../$(BIN)/python $$b.py || exit 1; done
 

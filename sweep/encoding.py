@@ -64,9 +64,12 @@ def encode_on_cluster(
 
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    rows = ray.data.from_items([{"row": i, "text": text} for i, text in enumerate(texts)])
     per_block = max(batch_size, -(-len(texts) // (4 * actors)))  # a few blocks per actor keep every replica busy
-    encoded = rows.repartition(max(1, -(-len(texts) // per_block))).map_batches(
+    # Blocks made here, in the driver: no read or repartition task needs a CPU the actors hold.
+    rows = ray.data.from_items(
+        [{"row": i, "text": text} for i, text in enumerate(texts)], override_num_blocks=-(-len(texts) // per_block)
+    )
+    encoded = rows.map_batches(
         _Encoder,
         fn_constructor_kwargs={
             "model_ref": model_ref,

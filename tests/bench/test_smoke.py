@@ -26,6 +26,7 @@ RATIOS = {
     "lora_vs_full": "checkpoint_ratio",
     "eval_memory": "peak_ratio_at_largest",
     "sampled_eval": "spearman_rho_min",
+    "encode_cluster": "actor_speedup",
 }
 
 
