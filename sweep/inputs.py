@@ -303,7 +303,6 @@ def corpus_sample(ref: EvalRef, spec: Spec, full: data.RetrievalSet) -> dict:
         eval_fingerprint(EvalSet(ref, retrieval=full)),
         model_fingerprint(ranking_model),
         own_prompts.params(),
-        None,
         request,
     )
     location = storage.join(spec.output_dir, "corpus_samples", f"{key}.json")

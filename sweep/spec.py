@@ -271,21 +271,29 @@ class LossSpec(_Section):
         return [tuple(problem.split(": ", 1)) for problem in config_errors(self.config(), path="")]
 
 
+def _label(what: str) -> Any:
+    """A name lossweep builds MLflow metric names, tags and candidate names from (no `/`, not blank)."""
+    return Annotated[
+        str,
+        _bound(
+            lambda v: bool(MLFLOW_NAME.match(v)) and "/" not in v and bool(v.strip()),
+            "{value!r} cannot name " + what + ": use letters, digits and _ - . : or spaces",
+            pattern=MLFLOW_NAME.pattern,
+        ),
+    ]
+
+
+SetLabel = _label("MLflow metrics (train_set/<name>/...)")
+ModelLabel = _label("a model in runs and leaderboards")
+
+
 class TrainPart(DataRef):
     """One of several training sets (`train` as a list): its rows and, optionally, the loss that fits
     them; without one it trains with the swept loss, where that loss fits its rows."""
 
-    name: (
-        Annotated[
-            str,
-            _bound(
-                lambda v: bool(MLFLOW_NAME.match(v)) and "/" not in v and bool(v.strip()),
-                "{value!r} cannot name MLflow metrics (train/<name>/...): use letters, digits and _ - . : or spaces",
-                pattern=MLFLOW_NAME.pattern,
-            ),
-        ]
-        | None
-    ) = Field(None, description="its name in metrics (train/<name>/loss); default: the folder's or hub id's name")
+    name: SetLabel | None = Field(
+        None, description="its name in metrics (train_set/<name>/loss); default: the folder's or hub id's name"
+    )
     loss: LossSpec | None = Field(None, description="its own loss; default: the swept loss (the spec's `loss`)")
 
     @property
@@ -322,16 +330,6 @@ class AdapterSpec(_Section):
     target_modules: tuple[str, ...] | None = Field(
         None, description="names of the layers to adapt; default: PEFT's for the architecture (BERT: query, value)"
     )
-
-
-ModelLabel = Annotated[
-    str,
-    _bound(
-        lambda v: bool(MLFLOW_NAME.match(v)) and "/" not in v and bool(v.strip()),
-        "{value!r} cannot name a model in runs and leaderboards: use letters, digits and _ - . : or spaces",
-        pattern=MLFLOW_NAME.pattern,
-    ),
-]
 
 
 class ModelChoice(_Section):

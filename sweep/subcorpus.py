@@ -7,7 +7,7 @@ model ranks highest among those not judged for it (the ones a trained model must
 then random documents, seeded. The verdict sets keep the whole corpus (`relations.py` refuses a sample
 there), so no figure a user reads as final comes from a sample.
 
-The sample is computed once per (eval set, model, prompts, sequence length, size, distractors, seed)
+The sample is computed once per (eval set, ranking model, its prompts, size, distractors, seed)
 and cached as JSON under `<output_dir>/corpus_samples/<key>.json` (a bucket works too), like mined
 negatives; every trial reads it. The untrained model's ranking is computed chunk by chunk
 (`corpus_chunk_size` documents encoded and scored at once), so its memory does not grow with the corpus.
@@ -40,11 +40,9 @@ class SampleRequest:
     seed: int
 
 
-def cache_key(
-    set_fingerprint: str, model_fingerprint: str, prompts: dict, seq: int | None, request: SampleRequest
-) -> str:
+def cache_key(set_fingerprint: str, model_fingerprint: str, prompts: dict, request: SampleRequest) -> str:
     """A content key: the full set, the ranking model and how it reads text, and the request."""
-    what = [SAMPLE_VERSION, set_fingerprint, model_fingerprint, prompts, seq, request.size, request.distractors]
+    what = [SAMPLE_VERSION, set_fingerprint, model_fingerprint, prompts, request.size, request.distractors]
     return hashlib.sha256(json.dumps(what + [request.seed], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,25 +88,25 @@ def untrained_ranking(
     model, full: RetrievalSet, depth: int, chunk_size: int, batch_size: int, prompts
 ) -> dict[str, list[str]]:
     """Each judged query's `depth` best-scoring documents not judged for it, by the model as loaded,
-    scored chunk by chunk with a running top-k (cosine similarity, the model's own)."""
+    scored chunk by chunk with a running top-k (cosine similarity, the model's own). Queries and documents
+    are encoded as the evaluators encode them (`encode_query` / `encode_document` with `prompts`)."""
     queries = [q for q in sorted(full.queries) if q in full.qrels]
-    encode_query = {"prompt": prompts.query} if prompts and prompts.query else {}
-    encode_document = {"prompt": prompts.document} if prompts and prompts.document else {}
+    query_prompt, document_prompt = (prompts.query, prompts.document) if prompts else (None, None)
     texts = [full.queries[q] for q in queries]
-    q_emb = model.encode(
-        texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, **encode_query
+    q_emb = model.encode_query(
+        texts, prompt=query_prompt, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True
     )
     doc_ids = sorted(full.corpus)
     best_scores = torch.full((len(queries), 0), -float("inf"))
     best_ids: list[list[str]] = [[] for _ in queries]
     for start in range(0, len(doc_ids), chunk_size):
         chunk = doc_ids[start : start + chunk_size]
-        d_emb = model.encode(
+        d_emb = model.encode_document(
             [full.corpus[d] for d in chunk],
+            prompt=document_prompt,
             batch_size=batch_size,
             convert_to_tensor=True,
             normalize_embeddings=True,
-            **encode_document,
         )
         scores = (q_emb @ d_emb.T).float().cpu()
         position = {d: i for i, d in enumerate(chunk)}

@@ -27,8 +27,10 @@ def test_untrained_ranking_by_chunks_is_the_brute_force_ranking(cranfield, tiny_
     assert ranked == whole
     docs = sorted(cranfield.corpus)
     q = sorted(cranfield.qrels)[0]
-    query = model.encode([cranfield.queries[q]], convert_to_tensor=True, normalize_embeddings=True)
-    corpus = model.encode([cranfield.corpus[d] for d in docs], convert_to_tensor=True, normalize_embeddings=True)
+    query = model.encode_query([cranfield.queries[q]], convert_to_tensor=True, normalize_embeddings=True)
+    corpus = model.encode_document(
+        [cranfield.corpus[d] for d in docs], convert_to_tensor=True, normalize_embeddings=True
+    )
     scores = (query @ corpus.T)[0]
     unjudged = [i for i, d in enumerate(docs) if d not in cranfield.qrels[q]]
     expected = [docs[unjudged[i]] for i in torch.topk(scores[unjudged], 5).indices]
