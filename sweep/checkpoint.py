@@ -8,7 +8,8 @@
 - `metrics.json`: what the trial reported at that step.
 
 A sweep's finished trial keeps only what export and verdict scoring read (`keep_final`): its final
-checkpoint's `model/` and `metrics.json`, a quarter of a MiniLM checkpoint with AdamW state.
+checkpoint's `model/` and `metrics.json`, a quarter of a MiniLM checkpoint with AdamW state; an
+attempt Tune never recorded (its driver went down first) keeps none (`drop_untracked`).
 
 Checkpoints can live in shared storage that other people write to; a file planted there must not
 run code on every worker that resumes (pickle does). A `state.pt` with anything else in it is
@@ -141,6 +142,30 @@ def keep_final(location: str) -> int:
             freed += info.size
             fs.delete_file(info.path)
     return freed
+
+
+def drop_checkpoints(location: str) -> int:
+    """Delete every checkpoint folder directly inside `location` (a trial's, or a worker group's run
+    folder); what else is there (logs, results) stays. Returns the bytes freed."""
+    fs, path = storage.filesystem(location)
+    freed = 0
+    for info in fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+            freed += _size(fs, info.path)
+            fs.delete_dir(info.path)
+    return freed
+
+
+def drop_untracked(experiment: str, trial_folders: set[str]) -> int:
+    """Delete the checkpoints in the trial folders of a Tune experiment other than `trial_folders`
+    (names): attempts a driver started before it went down and Tune never recorded, whose trials ran
+    again under new ids. Returns the bytes freed."""
+    fs, path = storage.filesystem(experiment)
+    return sum(
+        drop_checkpoints(storage.join(experiment, info.base_name))
+        for info in fs.get_file_info(pafs.FileSelector(path.rstrip("/"), allow_not_found=True))
+        if info.type == pafs.FileType.Directory and info.base_name not in trial_folders
+    )
 
 
 def _size(fs: pafs.FileSystem, folder: str) -> int:

@@ -80,7 +80,7 @@ def encode_on_cluster(
         },
         batch_size=per_block,
         batch_format="numpy",
-        concurrency=max(1, actors),
+        compute=ray.data.ActorPoolStrategy(size=max(1, actors)),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
     )

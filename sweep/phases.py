@@ -31,6 +31,7 @@ from ray.tune.schedulers import FIFOScheduler
 from lossweep.losses import LossConfig, get_entry
 
 from . import storage
+from .checkpoint import drop_checkpoints, drop_untracked
 from .console import Plan
 from .leaderboard import Leaderboard
 from .plan import make_plan
@@ -150,10 +151,20 @@ class Sweep:
         ended = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get(Report.TRIAL_ID) in closed)
         if ended < expected:
             raise SweepInterrupted(f"phase {name!r} stopped after {ended} of {expected} trials")
-        delete_lost_runs(self.tracker, self.parent, tag)
+        lost = delete_lost_runs(self.tracker, self.parent, tag)
         if self.spec.sweep.keep_checkpoints == "final":
             keep_final_checkpoints(self.tracker, self.parent, tag)
+            self.drop_lost_checkpoints(name, grid, lost)
         self.done(name)
+
+    def drop_lost_checkpoints(self, name: str, grid: tune.ResultGrid, lost: list[str]) -> None:
+        """The checkpoints of attempts Tune never recorded (their trials ran again under new ids): in
+        trial folders of the phase's experiment that no result has, and in a lost worker group's run folder."""
+        drop_untracked(storage.join(self.root, name), {storage.basename(result.path) for result in grid})
+        for run_id in lost:
+            trial_id = self.tracker.client.get_run(run_id).data.tags.get(Tag.TRIAL_ID)
+            if trial_id:  # run_trainer's folder for that trial
+                drop_checkpoints(storage.join(storage.absolute(self.spec.output_dir), f"{self.spec.name}-{trial_id}"))
 
     def done(self, name: str) -> None:
         self.state["phases_done"].append(name)

@@ -77,3 +77,21 @@ def test_a_finished_trial_keeps_its_final_model_only(tiny_model_path, tmp_path):
     )
     assert checkpoint.keep_final(str(final)) == 0  # a second pass (a resumed driver) frees nothing
     assert checkpoint.keep_final(str(tmp_path / "gone" / "checkpoint_000000")) == 0  # nor does a missing one
+
+
+def test_an_attempt_tune_never_recorded_loses_its_checkpoints_and_keeps_its_logs(tmp_path):
+    # A phase's experiment: a recorded trial, and one a killed driver started before Tune saved it
+    for trial in ("trainable_1", "trainable_2"):
+        for index in (0, 1):
+            (tmp_path / trial / f"checkpoint_00000{index}").mkdir(parents=True)
+            (tmp_path / trial / f"checkpoint_00000{index}" / "state.pt").write_bytes(b"x" * 100)
+        (tmp_path / trial / "result.json").write_text("{}")
+    freed = checkpoint.drop_untracked(str(tmp_path), {"trainable_1"})
+    assert freed == 200
+    assert sorted(p.name for p in (tmp_path / "trainable_1").iterdir()) == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+        "result.json",
+    ]
+    assert [p.name for p in (tmp_path / "trainable_2").iterdir()] == ["result.json"]
+    assert checkpoint.drop_untracked(str(tmp_path / "gone"), set()) == 0
