@@ -26,8 +26,11 @@ class _Encoder:
     ) -> None:
         import torch
 
+        from . import storage
         from .models import load_model
 
+        if storage.is_uri(model_ref):  # a trained checkpoint's model in a bucket
+            model_ref = str(storage.local_copy(model_ref))
         self.model = load_model(model_ref, device="cuda" if torch.cuda.is_available() else "cpu")
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
@@ -94,7 +97,8 @@ def encode_on_cluster(
 
 class Precomputed:
     """A SentenceTransformer whose `encode_query` / `encode_document` answer from vectors encoded
-    elsewhere (by text); everything else (similarity, device, dimension) is the model's own."""
+    elsewhere (by text) for the sides given; the other side, and everything else (similarity, device,
+    dimension), is the model's own."""
 
     def __init__(self, model: Any, vectors: dict[str, dict[str, np.ndarray]]) -> None:
         self._model, self._vectors = model, vectors  # side ("query" | "document") -> text -> vector
@@ -106,10 +110,14 @@ class Precomputed:
         import torch
 
         found = np.stack([self._vectors[side][text] for text in texts])
-        return torch.from_numpy(found) if kwargs.get("convert_to_tensor") else found
+        return torch.from_numpy(found).to(self._model.device) if kwargs.get("convert_to_tensor") else found
 
     def encode_query(self, texts: Sequence[str], **kwargs: Any):
+        if "query" not in self._vectors:
+            return self._model.encode_query(texts, **kwargs)
         return self._lookup("query", texts, **kwargs)
 
     def encode_document(self, texts: Sequence[str], **kwargs: Any):
+        if "document" not in self._vectors:
+            return self._model.encode_document(texts, **kwargs)
         return self._lookup("document", texts, **kwargs)

@@ -1,6 +1,7 @@
 """Work that runs as one Ray task with the resources of one training worker (its GPU, when the spec
 asks for GPUs): scoring a model nobody trains here (the untrained baseline, a finished trial's
-checkpoint) and mining hard negatives."""
+checkpoint) and mining hard negatives. A large corpus is first encoded across the cluster
+(`encoding.py`: one encoder per worker the sweep may run at once) and the task reads those vectors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import ray
 from . import negatives, storage
 from .cluster import ensure_ray
 from .encoding import FAISS_FROM, Precomputed, encode_on_cluster
-from .evaluate import PER_QUERY_ARTIFACT, build_evaluators, evaluate
+from .evaluate import PER_QUERY_ARTIFACT, RetrievalEvaluator, build_evaluators, evaluate
 from .inputs import mining_input, negatives_dir, train_pairs
 from .metrics import metric_name
 from .models import load_model
@@ -35,14 +36,24 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _score(spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> dict:
-    spec = parse_spec(spec_data)
+def _loaded(spec: Spec, model: str, corpus: tuple[list[str], Any] | None):
+    """The model to score, answering for the corpus from vectors encoded on the cluster where given."""
     if storage.is_uri(model):  # a checkpoint in a bucket
         model = str(storage.local_copy(model))
     loaded = load_model(model, device=_device())
     if spec.max_seq_length:
         loaded.max_seq_length = spec.max_seq_length
-    result = evaluate(loaded, build_evaluators(spec, sets), distributed=False)
+    if corpus is None:
+        return loaded
+    texts, vectors = corpus
+    return Precomputed(loaded, {"document": dict(zip(texts, vectors, strict=True))})
+
+
+def _score(
+    spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int, corpus=None
+) -> dict:
+    spec = parse_spec(spec_data)
+    result = evaluate(_loaded(spec, model, corpus), build_evaluators(spec, sets), distributed=False)
     tracker = Tracker(tracking_uri)
     tracker.log_metrics(run_id, result.metrics, step)
     if result.per_query:
@@ -50,12 +61,9 @@ def _score(spec_data: dict, model: str, sets: list[str], tracking_uri: str, run_
     return result.metrics
 
 
-def _untrained(spec_data: dict, sets: list[str]) -> dict[str, dict[str, Any]]:
+def _untrained(spec_data: dict, sets: list[str], corpus=None) -> dict[str, dict[str, Any]]:
     spec = parse_spec(spec_data)
-    loaded = load_model(spec.model, device=_device())
-    if spec.max_seq_length:
-        loaded.max_seq_length = spec.max_seq_length
-    result = evaluate(loaded, build_evaluators(spec, sets), distributed=False)
+    result = evaluate(_loaded(spec, spec.model, corpus), build_evaluators(spec, sets), distributed=False)
     out: dict[str, dict[str, Any]] = {}
     for name in sets:
         prefix = metric_name(name, "")
@@ -70,15 +78,45 @@ def score_untrained(spec: Spec, sets: list[str]) -> dict[str, dict[str, Any]]:
     """The untrained model's metrics and per-query values on the named eval sets, by set (a Ray task
     with one worker's resources; `untrained.py` caches what it returns)."""
     ensure_ray()
-    return ray.get(_on_one_worker(spec, _untrained).remote(spec.to_dict(), sets))
+    corpus = corpus_on_cluster(spec, spec.model, sets)
+    return ray.get(_on_one_worker(spec, _untrained).remote(spec.to_dict(), sets, corpus))
 
 
 def start_scoring(spec: Spec, model: str, sets: list[str], tracking_uri: str, run_id: str, step: int) -> ray.ObjectRef:
     """Start scoring `model` (a model reference or a checkpoint's model folder) on the named eval sets;
     `ray.get` of the returned reference gives the metrics, once they are logged to `run_id`."""
     ensure_ray()
+    corpus = corpus_on_cluster(spec, model, sets)  # waits for the pool: it holds every worker's share
     task = _on_one_worker(spec, _score)
-    return task.remote(spec.to_dict(), model, sets, worker_tracking_uri(tracking_uri), run_id, step)
+    return task.remote(spec.to_dict(), model, sets, worker_tracking_uri(tracking_uri), run_id, step, corpus)
+
+
+def corpus_on_cluster(spec: Spec, model: str, sets: list[str]) -> tuple[list[str], Any] | None:
+    """The documents the named retrieval sets search and their vectors from `model` (with the spec's
+    document prompt), encoded by a Ray Data actor pool when there are enough of them to repay the
+    actors' start and the sweep may run several encoders; else None (the task encodes chunk by chunk).
+    The scoring task then holds every vector: 1.5 GB per million documents at MiniLM's width."""
+    actors = encoders(spec)
+    if actors < 2:
+        return None
+    corpora = [e.ir for e in build_evaluators(spec, sets) if isinstance(e, RetrievalEvaluator)]
+    texts = list(dict.fromkeys(text for ir in corpora for text in ir.corpus))
+    if len(texts) < ENCODE_ON_CLUSTER_FROM:
+        return None
+    prompt = corpora[0].corpus_prompt  # one spec, one document prompt
+    r = spec.resources
+    vectors = encode_on_cluster(
+        model,
+        texts,
+        side="document",
+        prompt=prompt,
+        max_seq_length=spec.max_seq_length,
+        actors=actors,
+        cpus_per_actor=r.cpus_per_worker,
+        gpus_per_actor=r.gpus_per_worker,
+        batch_size=spec.evaluation.batch_size,
+    )
+    return texts, vectors
 
 
 def _mine(spec_data: dict, directory: str, encoded: dict | None = None) -> dict:

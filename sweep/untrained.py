@@ -3,7 +3,8 @@ and cached under `<output_dir>/untrained/<key>.json` (metrics and per-query valu
 are: `lossweep plan` reads them before any training, and a second plan or sweep of the same model and
 data scores nothing again.
 
-Scoring runs as a Ray task with one worker's resources (`tasks.py`), as the sweep's own baseline does.
+Scoring runs as a Ray task with one worker's resources (`tasks.py`), as the sweep's own baseline does;
+a large corpus is encoded across the cluster first.
 """
 
 from __future__ import annotations

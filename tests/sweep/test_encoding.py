@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossweep.sweep import negatives
+from lossweep.sweep import negatives, tasks
 from lossweep.sweep.encoding import Precomputed, encode_on_cluster
 from lossweep.sweep.inputs import mining_input, train_pairs
 from lossweep.sweep.models import load_model
@@ -59,3 +59,30 @@ def test_an_encoder_pool_gives_the_model_s_vectors_in_order(ray_local, tiny_prom
     )
     expected = load_model(tiny_prompted_model_path).encode_document(texts, normalize_embeddings=True)
     assert found.shape == expected.shape and np.allclose(found, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_untrained_scores_from_a_corpus_encoded_on_the_pool_equal_the_task_s_own(
+    ray_local, data_dir, tiny_prompted_model_path, monkeypatch
+):
+    spec = parse_spec(
+        {
+            "name": "scores",
+            "data_dir": str(data_dir),
+            "model": tiny_prompted_model_path,  # its document prompt must reach the pool's vectors
+            "train": {"path": "cranfield", "split": "train"},
+            "eval": [{"type": "retrieval", "path": "cranfield", "split": "test", "name": "cranfield"}],
+            "loss": {"name": "MultipleNegativesRankingLoss"},
+            "training": {"steps": 1},
+            "resources": {"workers": 2, "cpus_per_worker": 0.5},
+        }
+    )
+    sets = ["cranfield"]
+    direct = tasks._untrained(spec.to_dict(), sets)["cranfield"]  # this process, chunk by chunk
+    monkeypatch.setattr(tasks, "ENCODE_ON_CLUSTER_FROM", 1000)  # Cranfield's 1,400 abstracts count as large
+    texts, vectors = tasks.corpus_on_cluster(spec, spec.model, sets)
+    assert len(texts) == vectors.shape[0] >= 1000  # encoded by 2 actors
+    pooled = tasks.score_untrained(spec, sets)["cranfield"]
+    assert pooled["metrics"].keys() == direct["metrics"].keys()
+    for name, value in direct["metrics"].items():
+        assert pooled["metrics"][name] == pytest.approx(value, abs=1e-6), name
