@@ -1,8 +1,9 @@
 """A large retrieval corpus built offline: SciFact's test queries and corpus, plus distractors.
 
 Distractors are every distinct text of the other shipped data sets (Cranfield, STS Benchmark, SNLI,
-PAWS, Banking77, SciFact's queries) first, then generated texts: real texts' words shuffled, with
-real texts' lengths, seeded. SciFact's judgements are unchanged, so a distractor is never relevant.
+PAWS, Banking77) first (never SciFact's queries: a query would find itself), then generated texts:
+real texts' words shuffled, with real texts' lengths, seeded. SciFact's judgements are unchanged, so
+a distractor is never relevant.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def shipped_texts(data_dir: Path) -> list[str]:
         if text and text.strip():
             texts.setdefault(text.strip())
 
-    for name in ("cranfield/corpus.jsonl", "cranfield/queries.jsonl", "scifact/queries.jsonl"):
+    for name in ("cranfield/corpus.jsonl", "cranfield/queries.jsonl"):
         with open(data_dir / name) as lines:
             for line in lines:
                 row = json.loads(line)
