@@ -55,6 +55,7 @@ from .tuning import (
     trainable,
     trial_resources,
     verdict_metric,
+    worker_group_run,
 )
 from .verdict import build_leaderboard
 from .warmstart import Prior, earlier_trials
@@ -161,10 +162,11 @@ class Sweep:
         """The checkpoints of attempts Tune never recorded (their trials ran again under new ids): in
         trial folders of the phase's experiment that no result has, and in a lost worker group's run folder."""
         drop_untracked(storage.join(self.root, name), {storage.basename(result.path) for result in grid})
+        output = storage.absolute(self.spec.output_dir)
         for run_id in lost:
             trial_id = self.tracker.client.get_run(run_id).data.tags.get(Tag.TRIAL_ID)
-            if trial_id:  # run_trainer's folder for that trial
-                drop_checkpoints(storage.join(storage.absolute(self.spec.output_dir), f"{self.spec.name}-{trial_id}"))
+            if trial_id:
+                drop_checkpoints(storage.join(output, worker_group_run(self.spec, trial_id)))
 
     def done(self, name: str) -> None:
         self.state["phases_done"].append(name)

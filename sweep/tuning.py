@@ -51,6 +51,11 @@ def runs_in_trial(spec: Spec) -> bool:
     return spec.resources.workers == 1 and spec.resources.in_trial
 
 
+def worker_group_run(spec: Spec, trial_id: str) -> str:
+    """A worker-group trial's Ray Train run name: its checkpoints are in `<output_dir>/<this name>`."""
+    return f"{spec.name}-{trial_id}"
+
+
 def trial_resources(spec: Spec) -> dict[str, float]:
     """What Tune reserves for a trial: its one worker's share when it trains itself, else a token."""
     return worker_resources(spec) if runs_in_trial(spec) else TRIAL_DRIVER_RESOURCES
@@ -154,7 +159,7 @@ def trainable(config: dict[str, Any], *, context: TrialContext) -> None:
         train_in_trial({"spec": run_spec.to_dict(), "run_id": run_id, "tracking_uri": context.tracking_uri})
     else:
         callbacks = [TuneReportCallback()]
-        run_trainer(run_spec, run_id, context.tracking_uri, name=f"{spec.name}-{trial_id}", callbacks=callbacks)
+        run_trainer(run_spec, run_id, context.tracking_uri, name=worker_group_run(spec, trial_id), callbacks=callbacks)
     raise_if_failed(tracker, run_id)  # a diverged trial is failed in Tune too, not a finished one
 
 
