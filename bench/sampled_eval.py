@@ -76,8 +76,9 @@ def compare(full, sizes: list[int], models, base: str, seq: int) -> dict:
     """Score every model on the whole of `full` and on a sample of each size, and compare the orders.
 
     The untrained model ranks the corpus once, to the depth the largest sample needs; each sample is
-    `subcorpus.choose` on that ranking (a deeper ranking leaves a smaller sample unchanged: the hard
-    distractors are taken round by round over the queries' ranked lists)."""
+    `subcorpus.choose` on that ranking: the largest as `subcorpus.make` makes it, a smaller one too
+    unless make's shallower ranking would run out of distinct documents before the hard slots are
+    filled (then this one has more hard distractors; each sample's counts are written)."""
     loaded = load_model(base)
     loaded.max_seq_length = seq
     started = time.perf_counter()
