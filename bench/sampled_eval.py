@@ -29,7 +29,7 @@ from lossweep.sweep.driver import train
 from lossweep.sweep.evaluate import RetrievalEvaluator
 from lossweep.sweep.models import load_model, tiny_model
 from lossweep.sweep.spec import parse_spec
-from lossweep.sweep.subcorpus import HARD_SHARE, SampleRequest, choose, sampled, untrained_ranking
+from lossweep.sweep.subcorpus import SampleRequest, choose, ranking_depth, sampled, untrained_ranking
 
 SEQ = 128
 CONFIGS = [(1e-5, 10), (5e-5, 10), (2e-4, 10), (1e-3, 10), (5e-5, 30), (2e-4, 30)]  # (learning rate, steps)
@@ -82,8 +82,7 @@ def compare(full, sizes: list[int], models, base: str, seq: int) -> dict:
     loaded = load_model(base)
     loaded.max_seq_length = seq
     started = time.perf_counter()
-    depth = max(1, -(-int((max(sizes) - len(full.qrels)) * HARD_SHARE) // max(1, len(full.qrels)))) + 5
-    ranked = untrained_ranking(loaded, full, depth, 50_000, 64, None)
+    ranked = untrained_ranking(loaded, full, ranking_depth(full, max(sizes)), 50_000, 64, None)
     ranking_seconds = time.perf_counter() - started
     on_full, full_seconds = scores(models, full, seq)
     best_full = max(range(len(models)), key=on_full.__getitem__)

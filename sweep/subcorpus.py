@@ -126,6 +126,13 @@ def untrained_ranking(
     }
 
 
+def ranking_depth(full: RetrievalSet, size: int) -> int:
+    """How many unjudged documents per query the untrained ranking keeps for a sample of `size`: the
+    hard slots shared over the queries, plus 5 for documents several queries rank high."""
+    queries = max(1, len(full.qrels))
+    return max(1, -(-int((size - len(full.qrels)) * HARD_SHARE) // queries)) + 5
+
+
 def make(
     full: RetrievalSet,
     request: SampleRequest,
@@ -139,8 +146,7 @@ def make(
     started = time.perf_counter()
     ranked = None
     if request.distractors == "hard" and request.size < len(full.corpus):
-        queries = max(1, len(full.qrels))
-        depth = max(1, -(-int((request.size - len(full.qrels)) * HARD_SHARE) // queries)) + 5
+        depth = ranking_depth(full, request.size)
         ranked = untrained_ranking(load_model(), full, depth, chunk_size, batch_size, prompts)
     documents, counts = choose(full, request, ranked)
     summary = counts | {
